@@ -1,0 +1,3 @@
+module github.com/varvelog/varve
+
+go 1.26
