@@ -10,7 +10,7 @@ import (
 func fdatasync(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return err
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
@@ -21,7 +21,8 @@ func fdatasync(f *os.File) error {
 			}
 		}
 	}); err != nil {
-		return err
+		// Control fails only on a closed file; say so the way os does.
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: os.ErrClosed}
 	}
 	if serr != nil {
 		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}

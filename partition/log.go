@@ -1,0 +1,613 @@
+package partition
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/varvelog/varve/partition/vfs"
+)
+
+// Log is one partition's Kafka log on disk: a directory of segments, each a
+// file of v2 record batches byte-identical to what Fetch returns, with sparse
+// offset and time indexes, and a checkpoint file holding the durable state
+// (log start, recovery point, leader epochs, idempotent producers, the
+// caller's applied position).
+//
+// Concurrency: one appender and many readers. Append, Sync, Checkpoint,
+// StartEpoch, Roll, Retain, DeleteRecords, TruncateTo, ExpireProducers,
+// SetConfig and Close serialise on appendMu. Readers (Read, the offset
+// lookups, Wait) take mu for reading only long enough to find their
+// segment and byte range, then read the file without any lock, so they never
+// wait for a write or fsync in progress. The appender takes mu for writing
+// only to publish a completed write. Lock order: appendMu, then mu.
+type Log struct {
+	fsys   vfs.FS
+	dir    string
+	logger *slog.Logger
+	now    func() time.Time
+	findTs TimestampSearcher
+
+	appendMu  sync.Mutex
+	cfg       Config
+	producers producerTable
+	// cp is the checkpoint last written; a log start change rewrites it
+	// with only the log start changed.
+	cp     checkpointState
+	closed bool
+
+	mu       sync.RWMutex
+	segments []*segment // by base offset; the last one is active
+	logStart int64
+	epochs   epochTable
+	failed   error // sticky: set once, never cleared
+	// changed is closed and replaced whenever the log end moves (or the log
+	// closes or fails), waking every waiter at once.
+	changed chan struct{}
+}
+
+// AppendResult says where a batch went.
+type AppendResult struct {
+	BaseOffset int64
+	LastOffset int64
+	// Duplicate is true when the batch repeats one of the producer's last
+	// five: nothing was written and the offsets are the original ones.
+	Duplicate bool
+	// LogStartOffset is the log start when the append completed; produce
+	// responses carry it.
+	LogStartOffset int64
+}
+
+// active is the segment appends go to. Callers hold appendMu or mu.
+func (l *Log) active() *segment { return l.segments[len(l.segments)-1] }
+
+// logEnd is the offset the next batch gets. Callers hold appendMu or mu.
+func (l *Log) logEnd() int64 { return l.active().next }
+
+// Append validates one record batch (see ValidateBatch), deduplicates it if
+// it is idempotent, assigns it the next offsets and the leader epoch, and
+// writes it to the active segment, rolling first when the segment is full
+// or old. The batch's baseOffset and partitionLeaderEpoch fields are
+// rewritten in place in b (neither is under the CRC); nothing else in b
+// changes, and b is not retained.
+//
+// The write is in the page cache when Append returns; Sync or Checkpoint
+// makes it durable. After a failed write the log refuses further appends.
+func (l *Log) Append(b []byte, leaderEpoch int32) (AppendResult, error) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return AppendResult{}, err
+	}
+	h, err := ValidateBatch(b, l.cfg.MaxBatchBytes)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	end := l.logEnd()
+	if h.Idempotent() {
+		dup, err := l.producers.check(&h, end == l.logStart)
+		if err != nil {
+			return AppendResult{}, err
+		}
+		if dup != nil {
+			return AppendResult{BaseOffset: dup.firstOffset, LastOffset: dup.lastOffset, Duplicate: true, LogStartOffset: l.logStart}, nil
+		}
+	}
+	if l.shouldRollLocked(&h, end) {
+		if err := l.rollLocked(); err != nil {
+			return AppendResult{}, err
+		}
+	}
+	seg := l.active()
+	stampBatch(b, end, leaderEpoch)
+	h.BaseOffset, h.PartitionLeaderEpoch = end, leaderEpoch
+	pos := seg.size
+	if _, err := seg.log.Write(b); err != nil {
+		return AppendResult{}, l.failLocked("append", err)
+	}
+	seg.dirty = true
+	seg.indexSynced = false
+	if h.Idempotent() {
+		l.producers.update(&h)
+	}
+	l.mu.Lock()
+	seg.observe(&h, pos, int64(l.cfg.IndexIntervalBytes))
+	l.epochs = l.epochs.assign(leaderEpoch, end)
+	l.notifyLocked()
+	start := l.logStart
+	l.mu.Unlock()
+	return AppendResult{BaseOffset: end, LastOffset: h.LastOffset(), LogStartOffset: start}, nil
+}
+
+// shouldRollLocked: a non-empty active segment is rolled when the batch
+// would take it past SegmentBytes, when it is older than SegmentAge, or when
+// the batch's offsets would not fit the index's 32-bit relative offsets.
+func (l *Log) shouldRollLocked(h *BatchHeader, end int64) bool {
+	seg := l.active()
+	if seg.size == 0 {
+		return false
+	}
+	return seg.size+h.Size() > l.cfg.SegmentBytes ||
+		(l.cfg.SegmentAge > 0 && l.now().Sub(seg.created) >= l.cfg.SegmentAge) ||
+		end+int64(h.LastOffsetDelta)-seg.base > int64(^uint32(0))
+}
+
+// StartEpoch records that leaderEpoch begins at the current log end, before
+// it writes anything: a new leader calls it so that OffsetForLeaderEpoch
+// knows the epoch even while it holds no batches. An epoch at or below the
+// latest is ignored. It is durable with the next checkpoint (and replayed by
+// the caller's log otherwise, like any append).
+func (l *Log) StartEpoch(leaderEpoch int32) error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.epochs = l.epochs.assign(leaderEpoch, l.logEnd())
+	l.mu.Unlock()
+	return nil
+}
+
+// Read returns whole batches starting with the one that holds offset, up to
+// maxBytes in total, none at or after upTo (the high watermark): at least one
+// batch whenever one qualifies, even if it alone exceeds maxBytes, so a
+// consumer always makes progress. Reads stay within one segment; the caller
+// reads again from the next offset. An empty result with a nil error means
+// nothing qualifies yet (offset at the end, or upTo reached). An offset below
+// the log start or past the log end is an *OffsetOutOfRangeError.
+func (l *Log) Read(offset int64, maxBytes int, upTo int64) ([]byte, error) {
+	for {
+		l.mu.RLock()
+		start, end := l.logStart, l.logEnd()
+		if offset < start || offset > end {
+			l.mu.RUnlock()
+			return nil, &OffsetOutOfRangeError{Offset: offset, LogStart: start, LogEnd: end}
+		}
+		if l.changed == nil { // closed
+			l.mu.RUnlock()
+			return nil, ErrClosed
+		}
+		if offset >= min(upTo, end) {
+			l.mu.RUnlock()
+			return []byte{}, nil
+		}
+		seg := l.segmentForLocked(offset)
+		pos := floorIndex(seg.index, seg.rel(offset))
+		size := seg.size
+		seg.acquire()
+		l.mu.RUnlock()
+
+		data, err := readBatches(seg, pos, size, offset, maxBytes, upTo)
+		seg.release()
+		if err != nil {
+			return nil, err
+		}
+		if data != nil {
+			return data, nil
+		}
+		// offset lies past the last batch of its segment, at the next
+		// segment's base: move to the next one.
+		l.mu.RLock()
+		nextBase := int64(-1)
+		for _, s := range l.segments {
+			if s.base > seg.base {
+				nextBase = s.base
+				break
+			}
+		}
+		l.mu.RUnlock()
+		if nextBase < 0 {
+			return []byte{}, nil
+		}
+		offset = nextBase
+	}
+}
+
+// segmentForLocked returns the segment whose offsets include offset: the
+// last one with base <= offset. mu is held; offset is within the log.
+func (l *Log) segmentForLocked(offset int64) *segment {
+	i := sort.Search(len(l.segments), func(i int) bool { return l.segments[i].base > offset })
+	return l.segments[max(i-1, 0)]
+}
+
+// readBatches reads from pos (a batch boundary at or before the batch that
+// holds offset) to at most size: one ReadAt that covers the skip to offset
+// plus maxBytes, then batch boundaries parsed in memory. It returns nil when
+// no batch at or after offset is in [pos, size).
+func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64) ([]byte, error) {
+	const lastOffsetEnd = offLastOffsetDelta + 4 // header bytes needed to know a batch's last offset
+	maxBytes = max(maxBytes, 0)
+	want := min(size-pos, int64(maxBytes)+int64(BatchHeaderSize)+8192)
+	for pos < size {
+		buf := make([]byte, want)
+		if _, err := seg.log.ReadAt(buf, pos); err != nil && err != io.EOF {
+			return nil, fmt.Errorf("partition: read segment %d at %d: %w", seg.base, pos, err)
+		}
+		// Skip the batches that end before offset.
+		off := int64(0)
+		for off+lastOffsetEnd <= int64(len(buf)) {
+			base := int64(binary.BigEndian.Uint64(buf[off:]))
+			bsize := int64(int32(binary.BigEndian.Uint32(buf[off+offBatchLength:]))) + logOverhead
+			last := base + int64(int32(binary.BigEndian.Uint32(buf[off+offLastOffsetDelta:])))
+			if bsize < BatchHeaderSize || pos+off+bsize > size {
+				return nil, fmt.Errorf("%w: segment %d has a bad batch at position %d", ErrCorruptBatch, seg.base, pos+off)
+			}
+			if last >= offset {
+				break
+			}
+			off += bsize
+		}
+		if off+lastOffsetEnd > int64(len(buf)) {
+			// The skip ran past the buffer: read again from there.
+			pos += off
+			if pos >= size {
+				return nil, nil
+			}
+			want = min(size-pos, int64(maxBytes)+int64(BatchHeaderSize)+8192)
+			continue
+		}
+		// Take whole batches from off while they fit maxBytes (the first
+		// always) and start below upTo.
+		first := off
+		total := int64(0)
+		for off+lastOffsetEnd <= int64(len(buf)) {
+			base := int64(binary.BigEndian.Uint64(buf[off:]))
+			bsize := int64(int32(binary.BigEndian.Uint32(buf[off+offBatchLength:]))) + logOverhead
+			if base >= upTo || (total > 0 && total+bsize > int64(maxBytes)) || off+bsize > int64(len(buf)) {
+				if total == 0 && base < upTo && pos+off+bsize <= size {
+					// The first batch alone is bigger than the buffer:
+					// read it whole.
+					big := make([]byte, bsize)
+					if _, err := seg.log.ReadAt(big, pos+off); err != nil && err != io.EOF {
+						return nil, fmt.Errorf("partition: read segment %d at %d: %w", seg.base, pos+off, err)
+					}
+					return big, nil
+				}
+				break
+			}
+			total += bsize
+			off += bsize
+		}
+		return buf[first : first+total], nil
+	}
+	return nil, nil
+}
+
+// Wait blocks until the log end passes offset (LogEndOffset() > offset), the
+// context ends, or the log closes or fails.
+func (l *Log) Wait(ctx context.Context, offset int64) error {
+	for {
+		l.mu.RLock()
+		end, ch, failed := l.logEnd(), l.changed, l.failed
+		l.mu.RUnlock()
+		switch {
+		case failed != nil:
+			return failed
+		case ch == nil:
+			return ErrClosed
+		case end > offset:
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Changed returns a channel that is closed at the next change of the log end
+// (or on close or failure). A fetch that waits on many partitions selects on
+// several of these. Nil after Close.
+func (l *Log) Changed() <-chan struct{} {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.changed
+}
+
+// notifyLocked wakes every waiter. mu is held for writing.
+func (l *Log) notifyLocked() {
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = make(chan struct{})
+	}
+}
+
+// LogStartOffset is the first offset a read may ask for.
+func (l *Log) LogStartOffset() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.logStart
+}
+
+// LogEndOffset is the offset the next appended record gets.
+func (l *Log) LogEndOffset() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.logEnd()
+}
+
+// Size is the total bytes of all segments.
+func (l *Log) Size() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var n int64
+	for _, s := range l.segments {
+		n += s.size
+	}
+	return n
+}
+
+// Segments lists the base offsets of the segments, oldest first.
+func (l *Log) Segments() []int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	bases := make([]int64, len(l.segments))
+	for i, s := range l.segments {
+		bases[i] = s.base
+	}
+	return bases
+}
+
+// Err is the sticky storage failure, or nil while the log is healthy.
+func (l *Log) Err() error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.failed
+}
+
+// Producer reports what the log holds for an idempotent producer.
+func (l *Log) Producer(id int64) (ProducerState, bool) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	e := l.producers[id]
+	if e == nil || len(e.batches) == 0 {
+		return ProducerState{}, false
+	}
+	last := e.batches[len(e.batches)-1]
+	return ProducerState{ProducerID: id, Epoch: e.epoch, LastSequence: last.lastSeq, LastOffset: last.lastOffset, LastTimestamp: e.lastTimestamp}, true
+}
+
+// ExpireProducers forgets idempotent producers whose newest batch timestamp
+// is older than nowMs minus ProducerExpiration. The caller supplies the time
+// so that replicas expire the same producers at the same point in the log.
+// It returns how many were removed.
+func (l *Log) ExpireProducers(nowMs int64) int {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	return l.producers.expire(nowMs, l.cfg.ProducerExpiration.Milliseconds())
+}
+
+// SetConfig changes the topic configuration; it applies from the next
+// append or retention pass.
+func (l *Log) SetConfig(c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	l.cfg = c
+	return nil
+}
+
+// Config returns the topic configuration in force.
+func (l *Log) Config() Config {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	return l.cfg
+}
+
+// writableLocked refuses writes after a failure or Close. appendMu is held.
+func (l *Log) writableLocked() error {
+	if l.closed {
+		return ErrClosed
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.failed
+}
+
+// failLocked makes err the log's sticky failure: from now on every write
+// returns it, and the failure is never retried (after a failed fsync the
+// kernel may have dropped the dirty pages, so a later success would lie).
+// appendMu is held.
+func (l *Log) failLocked(op string, err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		l.failed = &StorageError{Op: op, Err: err}
+		l.logger.Error("partition storage failure; refusing writes", "op", op, "err", err)
+		l.notifyLocked()
+	}
+	return l.failed
+}
+
+// Sync makes every appended batch durable: it fsyncs each segment written
+// since the last Sync. The recovery point in the checkpoint moves only with
+// Checkpoint.
+func (l *Log) Sync() error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return err
+	}
+	return l.syncLocked()
+}
+
+func (l *Log) syncLocked() error {
+	for _, s := range l.segments {
+		if !s.dirty {
+			continue
+		}
+		if err := s.log.Sync(); err != nil {
+			return l.failLocked("fsync segment", err)
+		}
+		s.dirty = false
+	}
+	return nil
+}
+
+// Checkpoint makes every appended batch durable and then durably records the
+// log's state at its end: the recovery point (so reopening validates nothing
+// before it), the leader epochs, the idempotent producers, the log start and
+// position, an opaque value the caller associates with this state
+// (replication records the Raft index of the last applied entry). The
+// position must describe exactly the batches appended so far: a caller that
+// records positions calls Checkpoint between appends, never concurrently
+// with them.
+func (l *Log) Checkpoint(position uint64) error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return err
+	}
+	return l.checkpointLocked(position)
+}
+
+func (l *Log) checkpointLocked(position uint64) error {
+	if err := l.syncLocked(); err != nil {
+		return err
+	}
+	for _, s := range l.segments {
+		if err := s.writeIndexes(l.fsys, true); err != nil {
+			return l.failLocked("write index", err)
+		}
+	}
+	act := l.active()
+	l.mu.RLock()
+	cp := checkpointState{
+		logStart:        l.logStart,
+		recovery:        act.next,
+		recoverySegment: act.base,
+		recoveryPos:     act.size,
+		active:          act.track,
+		position:        position,
+		epochs:          l.epochs.clone(),
+		producers:       l.producers.clone(),
+	}
+	l.mu.RUnlock()
+	cp.active.indexCount, cp.active.timeCount = len(act.index), len(act.times)
+	if err := writeCheckpoint(l.fsys, l.dir, &cp); err != nil {
+		return l.failLocked("write checkpoint", err)
+	}
+	l.cp = cp
+	return nil
+}
+
+// Checkpointed returns the position and recovery point of the last
+// checkpoint written or found on open.
+func (l *Log) Checkpointed() (position uint64, recoveryPoint int64) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	return l.cp.position, l.cp.recovery
+}
+
+// Close syncs what was appended, writes the index files, and closes every
+// file. It does not write a checkpoint (the position is the caller's to
+// give): call Checkpoint first for a fast reopen. Waiters get ErrClosed.
+func (l *Log) Close() error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	var err error
+	if l.Err() == nil {
+		err = l.syncLocked()
+		for _, s := range l.segments {
+			if err == nil {
+				if werr := s.writeIndexes(l.fsys, false); werr != nil {
+					err = l.failLocked("write index", werr)
+				}
+			}
+		}
+	}
+	l.closed = true
+	l.mu.Lock()
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
+	segs := l.segments
+	l.mu.Unlock()
+	for _, s := range segs {
+		s.release()
+	}
+	return err
+}
+
+// createSegment creates the three files of a new segment and fsyncs the
+// directory so the new names survive a crash. An existing file of the same
+// name (left over from a truncation) is emptied.
+func (l *Log) createSegment(base int64) (*segment, error) {
+	s := &segment{base: base, dir: l.dir, next: base, created: l.now(), track: segTrack{maxTs: -1, maxTsOffset: -1}}
+	f, err := l.fsys.OpenFile(s.path(logExt), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s.log = f
+	s.refs.Store(1)
+	for _, ext := range []string{indexExt, timeIndexExt} {
+		f, err := l.fsys.OpenFile(s.path(ext), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err == nil {
+			err = f.Close()
+		}
+		if err != nil {
+			s.release()
+			return nil, err
+		}
+	}
+	if err := l.fsys.SyncDir(l.dir); err != nil {
+		s.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Roll starts a new active segment now (if the active one holds anything).
+func (l *Log) Roll() error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return err
+	}
+	if l.active().size == 0 {
+		return nil
+	}
+	return l.rollLocked()
+}
+
+// rollLocked seals the active segment (final time index entry; log and
+// index files fsynced, so a sealed segment never needs recovery) and opens a
+// new one at the log end.
+func (l *Log) rollLocked() error {
+	old := l.active()
+	l.mu.Lock()
+	old.addTimeEntry()
+	l.mu.Unlock()
+	if old.dirty {
+		if err := old.log.Sync(); err != nil {
+			return l.failLocked("fsync segment", err)
+		}
+		old.dirty = false
+	}
+	if err := old.writeIndexes(l.fsys, true); err != nil {
+		return l.failLocked("write index", err)
+	}
+	s, err := l.createSegment(old.next)
+	if err != nil {
+		return l.failLocked("create segment", err)
+	}
+	l.mu.Lock()
+	l.segments = append(l.segments, s)
+	l.mu.Unlock()
+	l.logger.Debug("rolled segment", "base_offset", s.base)
+	return nil
+}

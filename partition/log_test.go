@@ -1,0 +1,265 @@
+package partition
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/varvelog/varve/partition/vfs"
+)
+
+func TestAppendReadRoundTrip(t *testing.T) {
+	filesystems(t, func(t *testing.T, fsys vfs.FS, dir string) {
+		l := openTest(t, Options{Dir: dir, FS: fsys})
+		var want []string
+		for i := range 50 {
+			n := 1 + i%4
+			spec := batchSpec{baseTimestamp: int64(10_000 + i)}
+			for j := range n {
+				v := fmt.Sprintf("v%d-%d", i, j)
+				want = append(want, v)
+				spec.records = append(spec.records, testRecord{key: []byte("k" + v), value: []byte(v), tsDelta: int64(j)})
+			}
+			wantBase := int64(len(want) - n)
+			r := mustAppend(t, l, makeBatch(spec), 3)
+			if r.BaseOffset != wantBase || r.LastOffset != wantBase+int64(n-1) || r.Duplicate {
+				t.Fatalf("batch %d: got %+v, want base %d last %d", i, r, wantBase, wantBase+int64(n-1))
+			}
+		}
+		if got := l.LogEndOffset(); got != int64(len(want)) {
+			t.Fatalf("log end %d, want %d", got, len(want))
+		}
+		recs := readAll(t, l, 0)
+		if len(recs) != len(want) {
+			t.Fatalf("read %d records, want %d", len(recs), len(want))
+		}
+		for i, r := range recs {
+			if r.offset != int64(i) || string(r.value) != want[i] || string(r.key) != "k"+want[i] {
+				t.Fatalf("record %d: offset %d key %q value %q, want value %q", i, r.offset, r.key, r.value, want[i])
+			}
+		}
+		// A read from the middle of a batch starts with that whole batch.
+		data, err := l.Read(2, 1, l.LogEndOffset())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := decodeBatches(t, data)
+		if got[0].offset != 1 || got[len(got)-1].offset != 2 {
+			t.Fatalf("read at 2 returned offsets %d..%d, want the batch 1..2", got[0].offset, got[len(got)-1].offset)
+		}
+		h, _ := ParseBatchHeader(data)
+		if h.PartitionLeaderEpoch != 3 {
+			t.Fatalf("leader epoch %d, want 3", h.PartitionLeaderEpoch)
+		}
+	})
+}
+
+func TestReadLimits(t *testing.T) {
+	filesystems(t, func(t *testing.T, fsys vfs.FS, dir string) {
+		l := openTest(t, Options{Dir: dir, FS: fsys})
+		sizes := []int{200, 300, 5000, 100, 100}
+		var bounds []int64 // byte size of each batch
+		for i, n := range sizes {
+			b := sizedBatch(fmt.Sprintf("b%d", i), n)
+			bounds = append(bounds, int64(len(b)))
+			mustAppend(t, l, b, 0)
+		}
+		end := l.LogEndOffset()
+		cases := []struct {
+			name          string
+			offset        int64
+			maxBytes      int
+			upTo          int64
+			wantOffsets   []int64
+			wantByteTotal int64
+		}{
+			{"all", 0, 1 << 20, end, []int64{0, 1, 2, 3, 4}, bounds[0] + bounds[1] + bounds[2] + bounds[3] + bounds[4]},
+			{"first batch even when over max", 0, 10, end, []int64{0}, bounds[0]},
+			{"whole batches only", 0, int(bounds[0] + bounds[1] + 10), end, []int64{0, 1}, bounds[0] + bounds[1]},
+			{"large first batch", 2, 100, end, []int64{2}, bounds[2]},
+			{"stops at upTo", 1, 1 << 20, 3, []int64{1, 2}, bounds[1] + bounds[2]},
+			{"upTo at offset", 3, 1 << 20, 3, nil, 0},
+			{"at end", end, 1 << 20, end, nil, 0},
+		}
+		for _, c := range cases {
+			data, err := l.Read(c.offset, c.maxBytes, c.upTo)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if data == nil {
+				t.Fatalf("%s: nil result; an empty read must be non-nil", c.name)
+			}
+			var offs []int64
+			for _, r := range decodeBatches(t, data) {
+				offs = append(offs, r.offset)
+			}
+			if fmt.Sprint(offs) != fmt.Sprint(c.wantOffsets) || int64(len(data)) != c.wantByteTotal {
+				t.Fatalf("%s: offsets %v (%d bytes), want %v (%d bytes)", c.name, offs, len(data), c.wantOffsets, c.wantByteTotal)
+			}
+		}
+		for _, off := range []int64{-1, end + 1} {
+			_, err := l.Read(off, 100, end)
+			var oor *OffsetOutOfRangeError
+			if !errors.As(err, &oor) || !errors.Is(err, ErrOffsetOutOfRange) || oor.LogStart != 0 || oor.LogEnd != end {
+				t.Fatalf("read at %d: %v, want OffsetOutOfRangeError [0,%d)", off, err, end)
+			}
+		}
+	})
+}
+
+func TestRollAndReopen(t *testing.T) {
+	filesystems(t, func(t *testing.T, fsys vfs.FS, dir string) {
+		cfg := DefaultConfig()
+		cfg.SegmentBytes = 4096
+		cfg.IndexIntervalBytes = 512
+		opts := Options{Dir: dir, FS: fsys, Config: cfg, FindTimestamp: testSearcher}
+		l := openTest(t, opts)
+		var want [][]byte
+		for i := range 200 {
+			b := makeBatch(batchSpec{baseTimestamp: int64(1000 + i*10), records: []testRecord{{value: []byte(fmt.Sprintf("value-%03d", i))}, {value: []byte(fmt.Sprintf("second-%03d", i)), tsDelta: 5}}})
+			want = append(want, append([]byte(nil), b...))
+			mustAppend(t, l, b, int32(i/50))
+		}
+		if n := len(l.Segments()); n < 5 {
+			t.Fatalf("%d segments, want several with 4 KiB segments", n)
+		}
+		check := func(l *Log) {
+			t.Helper()
+			recs := readAll(t, l, 0)
+			if len(recs) != 400 {
+				t.Fatalf("%d records, want 400", len(recs))
+			}
+			for i, r := range recs {
+				wantV := fmt.Sprintf("value-%03d", i/2)
+				if i%2 == 1 {
+					wantV = fmt.Sprintf("second-%03d", i/2)
+				}
+				if r.offset != int64(i) || string(r.value) != wantV {
+					t.Fatalf("record %d: offset %d value %q, want %q", i, r.offset, r.value, wantV)
+				}
+			}
+			// Every batch reads back byte for byte but for the stamped header.
+			for i := range 200 {
+				data, err := l.Read(int64(2*i), 1, l.LogEndOffset())
+				if err != nil {
+					t.Fatal(err)
+				}
+				exp := append([]byte(nil), want[i]...)
+				stampBatch(exp, int64(2*i), int32(i/50))
+				if !bytes.Equal(data, exp) {
+					t.Fatalf("batch %d differs after read", i)
+				}
+			}
+			got, ok, err := l.OffsetForTimestamp(1000+77*10+3, l.LogEndOffset())
+			if err != nil || !ok || got.Offset != 2*77+1 || got.Timestamp != 1000+77*10+5 {
+				t.Fatalf("offset for timestamp: %+v %v %v, want offset %d", got, ok, err, 2*77+1)
+			}
+			if e, end := l.OffsetForLeaderEpoch(1); e != 1 || end != 200 {
+				t.Fatalf("epoch 1 ends at (%d, %d), want (1, 200)", e, end)
+			}
+			if e, end := l.OffsetForLeaderEpoch(3); e != 3 || end != 400 {
+				t.Fatalf("epoch 3 ends at (%d, %d), want (3, 400)", e, end)
+			}
+		}
+		check(l)
+		if err := l.Checkpoint(42); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l2 := openTest(t, opts)
+		if pos, rp := l2.Checkpointed(); pos != 42 || rp != 400 {
+			t.Fatalf("checkpointed (%d, %d), want (42, 400)", pos, rp)
+		}
+		check(l2)
+		// More appends after reopening continue the offsets.
+		r := mustAppend(t, l2, valueBatch("after"), 4)
+		if r.BaseOffset != 400 {
+			t.Fatalf("append after reopen at %d, want 400", r.BaseOffset)
+		}
+	})
+}
+
+func TestWaitAndChanged(t *testing.T) {
+	l := openTest(t, Options{Dir: "/w", FS: vfs.NewMem()})
+	ch := l.Changed()
+	done := make(chan error, 1)
+	go func() { done <- l.Wait(context.Background(), 0) }()
+	select {
+	case err := <-done:
+		t.Fatalf("wait returned %v before any append", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	mustAppend(t, l, valueBatch("x"), 0)
+	if err := <-done; err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed channel not closed by an append")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Wait(ctx, 5); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait with a cancelled context: %v", err)
+	}
+	go func() { done <- l.Wait(context.Background(), 5) }()
+	time.Sleep(10 * time.Millisecond)
+	_ = l.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("wait across close: %v, want ErrClosed", err)
+	}
+}
+
+func TestConcurrentReadersDuringAppends(t *testing.T) {
+	l := openTest(t, Options{Dir: "/c", FS: vfs.NewMem(), Config: func() Config {
+		c := DefaultConfig()
+		c.SegmentBytes = 8192
+		return c
+	}()})
+	const n = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for r := range 4 {
+		wg.Go(func() {
+			next := int64(0)
+			for next < n {
+				if err := l.Wait(context.Background(), next); err != nil {
+					errs <- err
+					return
+				}
+				data, err := l.Read(next, 4096, l.LogEndOffset())
+				if err != nil {
+					errs <- fmt.Errorf("reader %d at %d: %w", r, next, err)
+					return
+				}
+				recs, err := decodeRecords(data)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, rec := range recs {
+					if rec.offset != next || string(rec.value) != fmt.Sprintf("m%d", next) {
+						errs <- fmt.Errorf("reader %d: offset %d value %q, want offset %d", r, rec.offset, rec.value, next)
+						return
+					}
+					next++
+				}
+			}
+		})
+	}
+	for i := range n {
+		mustAppend(t, l, valueBatch(fmt.Sprintf("m%d", i)), 0)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
