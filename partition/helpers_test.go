@@ -165,7 +165,7 @@ func batchRecords(b []byte, h *BatchHeader) ([]decodedRecord, error) {
 		if len(p) == 0 {
 			return nil, errors.New("records run short")
 		}
-		varint() // length
+		varint()  // length
 		p = p[1:] // attributes
 		tsDelta := varint()
 		offDelta := varint()

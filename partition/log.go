@@ -548,7 +548,7 @@ func (l *Log) Close() error {
 // name (left over from a truncation) is emptied.
 func (l *Log) createSegment(base int64) (*segment, error) {
 	s := &segment{base: base, dir: l.dir, next: base, created: l.now(), track: segTrack{maxTs: -1, maxTsOffset: -1}}
-	f, err := l.fsys.OpenFile(s.path(logExt), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := l.fsys.OpenFile(s.path(logExt), os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}

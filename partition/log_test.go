@@ -182,6 +182,21 @@ func TestRollAndReopen(t *testing.T) {
 		if r.BaseOffset != 400 {
 			t.Fatalf("append after reopen at %d, want 400", r.BaseOffset)
 		}
+		recs := readAll(t, l2, 398)
+		if len(recs) != 3 || string(recs[0].value) != "value-199" || string(recs[2].value) != "after" || recs[2].offset != 400 {
+			t.Fatalf("tail after reopen: %+v", recs)
+		}
+		// And once more without a fresh checkpoint: the tail is validated
+		// and the next append lands after it, not over it.
+		if err := l2.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l3 := openTest(t, opts)
+		mustAppend(t, l3, valueBatch("again"), 4)
+		recs = readAll(t, l3, 0)
+		if len(recs) != 402 || string(recs[400].value) != "after" || string(recs[401].value) != "again" || string(recs[0].value) != "value-000" {
+			t.Fatalf("after a second reopen: %d records", len(recs))
+		}
 	})
 }
 

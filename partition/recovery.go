@@ -46,7 +46,7 @@ func Open(opts Options) (*Log, error) {
 		producers: producerTable{},
 		changed:   make(chan struct{}),
 	}
-	if err := l.fsys.MkdirAll(l.dir, 0o755); err != nil {
+	if err := createDirDurably(l.fsys, l.dir); err != nil {
 		return nil, fmt.Errorf("partition: create %s: %w", l.dir, err)
 	}
 	segs, err := l.openSegments()
@@ -63,6 +63,37 @@ func Open(opts Options) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// createDirDurably creates dir and any missing parents, and fsyncs the parent
+// of each directory it created: a new directory's name is durable only once
+// its parent is synced, and a log whose directory vanished in a crash would
+// lose synced batches.
+func createDirDurably(fsys vfs.FS, dir string) error {
+	var missing []string
+	for d := dir; ; d = path.Dir(d) {
+		if _, err := fsys.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if d == path.Dir(d) {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := fsys.SyncDir(path.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openSegments opens every segment file in the directory, in offset order,
@@ -101,7 +132,7 @@ func (l *Log) openSegments() ([]*segment, error) {
 			continue
 		}
 		s := &segment{base: base, dir: l.dir, next: base, created: now, track: segTrack{maxTs: -1, maxTsOffset: -1}}
-		f, err := l.fsys.OpenFile(s.path(logExt), os.O_RDWR, 0)
+		f, err := l.fsys.OpenFile(s.path(logExt), os.O_RDWR|os.O_APPEND, 0)
 		if err != nil {
 			for _, s := range segs {
 				s.release()
@@ -259,7 +290,9 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 	l.segments = segs
 	end := l.logEnd()
 	l.logStart = min(max(l.logStart, segs[0].base), end)
-	l.epochs = l.epochs.truncateEnd(end).truncateStart(l.logStart)
+	// An epoch that starts exactly at the end (StartEpoch before its first
+	// batch) is kept; only entries past the end are stale.
+	l.epochs = l.epochs.truncateEnd(end + 1).truncateStart(l.logStart)
 	l.logger.Info("opened partition log", "log_start_offset", l.logStart, "log_end_offset", end, "segments", len(segs))
 	return nil
 }

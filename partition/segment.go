@@ -76,7 +76,10 @@ type segTrack struct {
 type segment struct {
 	base int64
 	dir  string
-	log  vfs.File
+	// log is opened with O_APPEND: every write lands at the end of the
+	// file, also after a truncation or a reopen, whatever the handle's
+	// offset was.
+	log vfs.File
 	// refs counts the log's own reference plus readers in flight; the file
 	// is closed when it drops to zero, so retention never closes a file
 	// under a reader.
