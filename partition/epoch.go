@@ -84,3 +84,14 @@ func (t epochTable) endOffsetFor(requested int32, logEnd int64) (epoch int32, en
 }
 
 func (t epochTable) clone() epochTable { return append(epochTable(nil), t...) }
+
+// epochFor returns the epoch that wrote offset: the latest epoch whose start
+// is at or below it, or -1 when offset precedes every entry.
+func (t epochTable) epochFor(offset int64) int32 {
+	for i := len(t) - 1; i >= 0; i-- {
+		if t[i].start <= offset {
+			return t[i].epoch
+		}
+	}
+	return -1
+}

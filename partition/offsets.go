@@ -16,6 +16,14 @@ func (l *Log) OffsetForLeaderEpoch(leaderEpoch int32) (epoch int32, endOffset in
 	return l.epochs.endOffsetFor(leaderEpoch, l.logEnd())
 }
 
+// EpochForOffset is the leader epoch that wrote offset (the latest epoch
+// starting at or below it), -1 when unknown. ListOffsets answers carry it.
+func (l *Log) EpochForOffset(offset int64) int32 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.epochs.epochFor(offset)
+}
+
 // LatestEpoch is the newest leader epoch in the log's epoch table, -1 if
 // none.
 func (l *Log) LatestEpoch() int32 {

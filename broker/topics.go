@@ -1,0 +1,319 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"path"
+	"sort"
+	"strconv"
+)
+
+// Errors of topic management, mapped to Kafka codes in errors.go.
+var (
+	ErrTopicExists         = errors.New("broker: topic already exists")
+	ErrUnknownTopic        = errors.New("broker: unknown topic or partition")
+	ErrInvalidTopic        = errors.New("broker: invalid topic name")
+	ErrInvalidPartitions   = errors.New("broker: invalid number of partitions")
+	ErrInvalidReplication  = errors.New("broker: invalid replication factor")
+	ErrPolicyViolation     = errors.New("broker: not allowed")
+	ErrClusterShuttingDown = errors.New("broker: shutting down")
+)
+
+// maxPartitionsPerTopic bounds CreateTopics and CreatePartitions, so one
+// request cannot make the broker open a million directories.
+const maxPartitionsPerTopic = 10000
+
+// validateTopicName applies Kafka's rule: 1-249 characters of
+// [a-zA-Z0-9._-], and not "." or "..". Names become directory names, so
+// this is also what keeps a name from escaping the data directory.
+func validateTopicName(name string) error {
+	if name == "" || len(name) > 249 || name == "." || name == ".." {
+		return fmt.Errorf("%w: %q", ErrInvalidTopic, name)
+	}
+	for _, c := range name {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			return fmt.Errorf("%w: %q has %q", ErrInvalidTopic, name, c)
+		}
+	}
+	return nil
+}
+
+// internalTopic reports Kafka's internal topics, which clients must see
+// marked internal and must not write to directly.
+func internalTopic(name string) bool {
+	return name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+// loadTopics opens every stored topic's partitions.
+func (b *Broker) loadTopics() error {
+	recs, err := b.store.topics()
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		s, err := resolveTopicSettings(&b.cfg, rec.Configs)
+		if err != nil {
+			return fmt.Errorf("broker: stored topic %q: %w", rec.Name, err)
+		}
+		t := &topic{name: rec.Name, id: rec.ID, internal: internalTopic(rec.Name), configs: rec.Configs, settings: s}
+		for i := range rec.Partitions {
+			r, err := openLocalReplica(b, rec.Name, i, s)
+			if err != nil {
+				return err
+			}
+			t.partitions = append(t.partitions, r)
+		}
+		b.topics[t.name] = t
+		b.byID[t.id] = t
+	}
+	return nil
+}
+
+// topicSpec is a topic to create.
+type topicSpec struct {
+	name              string
+	partitions        int32
+	replicationFactor int16
+	configs           map[string]string
+}
+
+// checkTopicSpec validates a creation request without creating anything
+// (CreateTopics' validateOnly uses it alone).
+func (b *Broker) checkTopicSpec(spec *topicSpec) (topicSettings, error) {
+	if err := validateTopicName(spec.name); err != nil {
+		return topicSettings{}, err
+	}
+	if spec.partitions == -1 {
+		spec.partitions = b.cfg.DefaultPartitions
+	}
+	if spec.partitions < 1 || spec.partitions > maxPartitionsPerTopic {
+		return topicSettings{}, fmt.Errorf("%w: %d (1 to %d)", ErrInvalidPartitions, spec.partitions, maxPartitionsPerTopic)
+	}
+	if spec.replicationFactor != -1 && spec.replicationFactor != 1 {
+		return topicSettings{}, fmt.Errorf("%w: %d, this cluster has 1 broker", ErrInvalidReplication, spec.replicationFactor)
+	}
+	s, err := resolveTopicSettings(&b.cfg, spec.configs)
+	if err != nil {
+		return s, err
+	}
+	b.mu.RLock()
+	_, exists := b.topics[spec.name]
+	b.mu.RUnlock()
+	if exists {
+		return s, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
+	}
+	return s, nil
+}
+
+// createTopic creates a topic: its partitions' directories first, then the
+// durable registry entry, then it becomes visible. A crash before the
+// registry write leaves empty directories that the next creation reuses.
+func (b *Broker) createTopic(spec topicSpec) (*topic, error) {
+	s, err := b.checkTopicSpec(&spec)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClusterShuttingDown
+	}
+	if _, exists := b.topics[spec.name]; exists {
+		return nil, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
+	}
+	t := &topic{name: spec.name, id: newTopicID(), internal: internalTopic(spec.name), configs: spec.configs, settings: s}
+	for i := range spec.partitions {
+		// A directory left by a topic of the same name that was deleted
+		// must not leak its data into the new one.
+		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, spec.name, i)); err != nil {
+			return nil, err
+		}
+		r, err := openLocalReplica(b, spec.name, i, s)
+		if err != nil {
+			for _, p := range t.partitions {
+				_ = p.close()
+			}
+			return nil, err
+		}
+		t.partitions = append(t.partitions, r)
+	}
+	rec := topicRecord{Name: t.name, ID: t.id, Partitions: spec.partitions, Configs: t.configs, CreatedMs: b.cfg.Now().UnixMilli()}
+	if err := b.store.putTopic(rec); err != nil {
+		for _, p := range t.partitions {
+			_ = p.close()
+		}
+		return nil, err
+	}
+	b.topics[t.name] = t
+	b.byID[t.id] = t
+	b.logger.Info("created topic", "topic", t.name, "topic_id", t.id.String(), "partitions", spec.partitions)
+	return t, nil
+}
+
+// deleteTopic removes a topic from the registry (durably, first), then
+// closes its partitions and deletes their directories.
+func (b *Broker) deleteTopic(name string) error {
+	b.mu.Lock()
+	t, ok := b.topics[name]
+	if !ok {
+		b.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
+	}
+	if err := b.store.deleteTopic(name); err != nil {
+		b.mu.Unlock()
+		return err
+	}
+	delete(b.topics, name)
+	delete(b.byID, t.id)
+	b.mu.Unlock()
+	var errs []error
+	for _, p := range t.partitions {
+		_ = p.log.Close()
+		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, name, p.index)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.logger.Info("deleted topic", "topic", name, "topic_id", t.id.String())
+	return errors.Join(errs...)
+}
+
+// createPartitions grows a topic to total partitions.
+func (b *Broker) createPartitions(name string, total int32, validateOnly bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.topics[name]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
+	}
+	have := int32(len(t.partitions))
+	if total <= have || total > maxPartitionsPerTopic {
+		return fmt.Errorf("%w: topic %q has %d partitions, asked for %d", ErrInvalidPartitions, name, have, total)
+	}
+	if validateOnly {
+		return nil
+	}
+	var added []*localReplica
+	for i := have; i < total; i++ {
+		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, name, i)); err != nil {
+			return err
+		}
+		r, err := openLocalReplica(b, name, i, t.settings)
+		if err != nil {
+			for _, p := range added {
+				_ = p.close()
+			}
+			return err
+		}
+		added = append(added, r)
+	}
+	rec := topicRecord{Name: t.name, ID: t.id, Partitions: total, Configs: t.configs, CreatedMs: b.cfg.Now().UnixMilli()}
+	if err := b.store.putTopic(rec); err != nil {
+		for _, p := range added {
+			_ = p.close()
+		}
+		return err
+	}
+	t.partitions = append(t.partitions[:have:have], added...)
+	return nil
+}
+
+// setTopicConfigs replaces a topic's explicit configs (validated first),
+// durably, and applies them to its partitions.
+func (b *Broker) setTopicConfigs(name string, configs map[string]string, validateOnly bool) error {
+	s, err := resolveTopicSettings(&b.cfg, configs)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.topics[name]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
+	}
+	if validateOnly {
+		return nil
+	}
+	rec := topicRecord{Name: t.name, ID: t.id, Partitions: int32(len(t.partitions)), Configs: configs, CreatedMs: b.cfg.Now().UnixMilli()}
+	if err := b.store.putTopic(rec); err != nil {
+		return err
+	}
+	t.configs, t.settings = configs, s
+	for _, p := range t.partitions {
+		if err := p.log.SetConfig(s.log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lookupTopic finds a topic by name.
+func (b *Broker) lookupTopic(name string) *topic {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.topics[name]
+}
+
+// lookupTopicID finds a topic by id.
+func (b *Broker) lookupTopicID(id topicID) *topic {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.byID[id]
+}
+
+// topicNames lists every topic, sorted.
+func (b *Broker) topicNames() []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	names := make([]string, 0, len(b.topics))
+	for n := range b.topics {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// partition returns a topic's partition, or nil.
+func (t *topic) partition(i int32) *localReplica {
+	if i < 0 || int(i) >= len(t.partitions) {
+		return nil
+	}
+	return t.partitions[i]
+}
+
+// removePartitionDir deletes a partition directory and the files in it
+// (partition directories hold no subdirectories), then syncs the parent so
+// the removal is durable.
+func (b *Broker) removePartitionDir(dir string) error {
+	fsys := b.cfg.FS
+	names, err := fsys.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("broker: list %s: %w", dir, err)
+	}
+	for _, n := range names {
+		if err := fsys.Remove(path.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("broker: remove %s/%s: %w", dir, n, err)
+		}
+	}
+	if err := fsys.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("broker: remove %s: %w", dir, err)
+	}
+	return fsys.SyncDir(path.Dir(dir))
+}
+
+func parseHostPort(s string) (hostPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return hostPort{}, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return hostPort{}, fmt.Errorf("port %q: %w", port, err)
+	}
+	return hostPort{host: host, port: int32(p)}, nil
+}

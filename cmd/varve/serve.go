@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/varvelog/varve/broker"
+)
+
+// serveFlags are varve serve's settings, as flags, environment variables
+// and YAML keys.
+type serveFlags struct {
+	id               int
+	data             string
+	kafkaAddr        string
+	advertise        string
+	adminAddr        string
+	logFormat        string
+	logLevel         string
+	autoCreateTopics bool
+	numPartitions    int
+	config           string
+}
+
+func (s *serveFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&s.id, "id", 1, "broker node id")
+	fs.StringVar(&s.data, "data", "./varve-data", "data directory")
+	fs.StringVar(&s.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address to bind")
+	fs.StringVar(&s.advertise, "advertise", "", "host:port clients are told to connect to (default: the Kafka listener's address)")
+	fs.StringVar(&s.adminAddr, "admin-addr", "127.0.0.1:9644", "admin HTTP address (/healthz, /metrics, /debug/pprof); empty disables")
+	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&s.autoCreateTopics, "auto-create-topics", false, "let Metadata requests create missing topics (auto.create.topics.enable)")
+	fs.IntVar(&s.numPartitions, "num-partitions", 1, "partitions of an auto-created topic or of one created with -1 (num.partitions)")
+	fs.StringVar(&s.config, "config", "", "optional YAML file with any of these flags as keys")
+}
+
+// resolveSettings applies the YAML file, then the environment, under the
+// flags given on the command line.
+func resolveSettings(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	envName := func(name string) string { return "VARVE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) }
+	// The config file may itself come from the environment.
+	if !set["config"] {
+		if v := getenv(envName("config")); v != "" {
+			if err := fs.Set("config", v); err != nil {
+				return err
+			}
+		}
+	}
+	fileValues := map[string]string{}
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("read config: %w", err)
+		}
+		var raw map[string]any
+		if err := yaml.Unmarshal(b, &raw); err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
+		}
+		for k, v := range raw {
+			if fs.Lookup(k) == nil || k == "config" {
+				return fmt.Errorf("config %s: unknown key %q", path, k)
+			}
+			fileValues[k] = fmt.Sprint(v)
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || f.Name == "config" {
+			return
+		}
+		v, ok := getenv(envName(f.Name)), true
+		if v == "" {
+			v, ok = fileValues[f.Name]
+		}
+		if ok && v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func runServe(args []string) error {
+	var s serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	s.register(fs)
+	if err := resolveSettings(fs, args, os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	logger, err := newLogger(os.Stderr, s.logFormat, s.logLevel)
+	if err != nil {
+		return err
+	}
+	if s.id < 0 || s.id > 1<<31-1 {
+		return fmt.Errorf("--id %d out of range", s.id)
+	}
+	cfg := broker.Config{
+		NodeID:            int32(s.id),
+		DataDir:           s.data,
+		Listeners:         []broker.Listener{{Name: "PLAINTEXT", Advertise: s.advertise}},
+		AutoCreateTopics:  s.autoCreateTopics,
+		DefaultPartitions: int32(s.numPartitions),
+		Logger:            logger,
+	}
+	b, err := broker.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.kafkaAddr)
+	if err != nil {
+		_ = b.Shutdown(context.Background())
+		return fmt.Errorf("kafka listener: %w", err)
+	}
+	logger.Info("kafka listener ready", "addr", ln.Addr().String())
+	errc := make(chan error, 2)
+	go func() { errc <- b.Serve("PLAINTEXT", ln) }()
+	if s.adminAddr != "" {
+		aln, err := net.Listen("tcp", s.adminAddr)
+		if err != nil {
+			_ = b.Shutdown(context.Background())
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		logger.Info("admin listener ready", "addr", aln.Addr().String())
+		go func() { errc <- b.ServeAdmin(aln) }()
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigs:
+		logger.Info("shutting down", "signal", sig.String())
+	case err := <-errc:
+		if err != nil {
+			logger.Error("listener failed; shutting down", "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return b.Shutdown(ctx)
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
