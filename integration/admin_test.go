@@ -363,5 +363,4 @@ func mustAtoi(t *testing.T, s string) int32 {
 	return n
 }
 
-
 func val(c kadm.Config) string { return c.MaybeValue() }
