@@ -364,3 +364,44 @@ func mustAtoi(t *testing.T, s string) int32 {
 }
 
 func val(c kadm.Config) string { return c.MaybeValue() }
+
+// TestAcksZeroFailureClosesConnection: an acks=0 produce gets no response;
+// when it fails the broker closes the connection, as Kafka does, so the
+// client refreshes its metadata instead of writing into the void.
+func TestAcksZeroFailureClosesConnection(t *testing.T) {
+	c := NewCluster(t)
+	createTopic(t, c.Admin(t), "zero", 1, nil)
+	id := topicID(t, c, "zero")
+	conn, err := net.DialTimeout("tcp", c.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("raw"))
+	produce := func(partition int32, corr int32) {
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = 13, 0, 1000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic, rt.TopicID = "zero", id
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = partition, rawBatch(-1, -1, -1, "fire-and-forget")
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		if _, err := conn.Write(f.AppendRequest(nil, req, corr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 1) // succeeds, no response
+	produce(9, 2) // unknown partition: the connection closes
+	buf := make([]byte, 1)
+	if n, err := conn.Read(buf); err == nil || n != 0 {
+		t.Fatalf("read after a failed acks=0 produce: %d bytes, %v; want the connection closed", n, err)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection stayed open")
+	}
+	recs := consumeAll(t, c, "zero")
+	if len(recs) != 1 || string(recs[0].Value) != "fire-and-forget" {
+		t.Fatalf("log holds %d records", len(recs))
+	}
+}
