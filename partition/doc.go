@@ -123,9 +123,18 @@
 //     those batches would append them twice.
 //  7. The log start becomes the larger of the checkpoint's and the first
 //     segment's base; the epoch table is trimmed to [log start, log end].
+//     A durable log start past the recovered end (DeleteRecords made it
+//     durable; the batches below it were never synced) empties the log and
+//     starts it over at the log start, as Kafka does, so no offset is handed
+//     out twice. With TruncateUncheckpointed the log start is clamped to the
+//     end instead: the caller re-applies that DeleteRecords at the original
+//     offsets.
 //
 // Retention and DeleteRecords never delete the segment that holds the
 // recovery point or any after it, so steps 4-6 always find their segment.
+// TruncateTo below the recovery point writes its new checkpoint (state
+// rebuilt for the shorter log) before it changes any file, so a crash in
+// between never leaves a checkpoint that points past the segments.
 //
 // # Idempotent producers and leader epochs
 //

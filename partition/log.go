@@ -260,6 +260,13 @@ func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64
 		for off+lastOffsetEnd <= int64(len(buf)) {
 			base := int64(binary.BigEndian.Uint64(buf[off:]))
 			bsize := int64(int32(binary.BigEndian.Uint32(buf[off+offBatchLength:]))) + logOverhead
+			if bsize < BatchHeaderSize || pos+off+bsize > size {
+				// A damaged length in a segment recovery trusted (the
+				// first batch passed the same check above): return the
+				// batches before it; a read that starts at it reports
+				// the corruption. Never bytes that are not batches.
+				break
+			}
 			if base >= upTo || (total > 0 && total+bsize > int64(maxBytes)) || off+bsize > int64(len(buf)) {
 				if total == 0 && base < upTo && pos+off+bsize <= size {
 					// The first batch alone is bigger than the buffer:

@@ -188,7 +188,9 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 		l.logStart = cp.logStart
 		l.epochs = cp.epochs.clone()
 		if cp.producers != nil {
-			l.producers = cp.producers
+			// A copy: l.cp keeps the table as of the checkpoint, which
+			// TruncateTo rebuilds from; appends must not change it.
+			l.producers = cp.producers.clone()
 		}
 	}
 	if !useCP {
@@ -269,6 +271,23 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 		}
 	}
 
+	restart := false
+	if n := len(segs); n > 0 && !truncate && l.logStart > segs[n-1].next {
+		// The checkpoint made a log start durable (DeleteRecords) past
+		// what survived: batches below it were never synced. Their
+		// offsets were handed out, and consumers may have moved past them
+		// to the log start, so the log starts over empty at the log start
+		// instead of handing them out again (Kafka does the same). With
+		// TruncateUncheckpointed the caller re-applies everything after
+		// the checkpoint, that DeleteRecords included, at the original
+		// offsets, so there the log start is clamped to the end below.
+		l.logger.Warn("log start is past the recovered log end; starting the log over at the log start",
+			"log_start_offset", l.logStart, "log_end_offset", segs[n-1].next)
+		if segs, err = l.dropFrom(segs, 0, 0, true); err != nil {
+			return err
+		}
+		restart = true
+	}
 	if len(segs) == 0 {
 		base := l.logStart
 		if cp != nil && useCP {
@@ -281,8 +300,13 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 		segs = []*segment{s}
 	}
 	// Sealed segments whose indexes were rebuilt get complete index files
-	// now, so that they never need rebuilding again.
+	// now, so that they never need rebuilding again. Complete includes the
+	// final time index entry rollLocked writes: a later open takes the
+	// segment's largest timestamp from the last entry, and without it
+	// timestamp lookups would skip the segment's newest batches and
+	// retention would find the segment older than it is.
 	for _, s := range segs[:len(segs)-1] {
+		s.addTimeEntry()
 		if err := s.writeIndexes(l.fsys, true); err != nil {
 			return fmt.Errorf("partition: write index of segment %d: %w", s.base, err)
 		}
@@ -293,6 +317,14 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 	// An epoch that starts exactly at the end (StartEpoch before its first
 	// batch) is kept; only entries past the end are stale.
 	l.epochs = l.epochs.truncateEnd(end + 1).truncateStart(l.logStart)
+	if restart {
+		// The checkpoint named a segment that is gone: replace it with
+		// one at the new start, or the next open would find it not
+		// matching and forget the producer and epoch state with it.
+		if err := l.checkpointLocked(l.cp.position); err != nil {
+			return fmt.Errorf("partition: checkpoint the restarted log: %w", err)
+		}
+	}
 	l.logger.Info("opened partition log", "log_start_offset", l.logStart, "log_end_offset", end, "segments", len(segs))
 	return nil
 }

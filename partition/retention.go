@@ -167,12 +167,34 @@ func (l *Log) TruncateTo(offset int64) error {
 	l.segments = l.segments[: j+1 : j+1]
 	seg.size, seg.next, seg.track = fresh.size, fresh.next, fresh.track
 	seg.index, seg.times = fresh.index, fresh.times
+	// Index files that hold entries past offset keep them until the
+	// segment itself is truncated: their first entries are exactly the
+	// ones kept, fsynced, which is all the checkpoint below needs, while
+	// cutting them now would leave a sealed segment that the old checkpoint
+	// still trusts with incomplete indexes if the power fails before the
+	// new checkpoint is durable.
+	staleIndex := seg.indexWritten > len(seg.index) || seg.timesWritten > len(seg.times)
 	seg.indexWritten, seg.timesWritten = min(seg.indexWritten, len(seg.index)), min(seg.timesWritten, len(seg.times))
-	seg.indexSynced = false
+	seg.indexSynced = staleIndex
 	l.epochs = l.epochs.truncateEnd(offset)
 	l.notifyLocked()
 	l.mu.Unlock()
 
+	if err := l.rebuildProducersLocked(offset); err != nil {
+		return err
+	}
+	// Below the recovery point the checkpoint is rewritten first, while the
+	// files are still whole: a checkpoint whose recovery point lies past
+	// the truncated files would not match them after a crash, and recovery
+	// would then validate the whole log without its producer and epoch
+	// state, or with TruncateUncheckpointed keep nothing at all. In this
+	// order a crash leaves either the old log (validated past the new
+	// recovery point) or the truncated one.
+	if offset < l.cp.recovery {
+		if err := l.checkpointLocked(l.cp.position); err != nil {
+			return err
+		}
+	}
 	if err := seg.log.Truncate(seg.size); err != nil {
 		return l.failLocked("truncate", err)
 	}
@@ -180,6 +202,7 @@ func (l *Log) TruncateTo(offset int64) error {
 		return l.failLocked("fsync segment", err)
 	}
 	seg.dirty = false
+	seg.indexSynced = false // the next index write drops the stale entries
 	for _, s := range later {
 		if err := l.removeSegmentFiles(s); err != nil {
 			s.release()
@@ -189,14 +212,6 @@ func (l *Log) TruncateTo(offset int64) error {
 	}
 	if err := l.fsys.SyncDir(l.dir); err != nil {
 		return l.failLocked("sync directory", err)
-	}
-	if err := l.rebuildProducersLocked(offset); err != nil {
-		return err
-	}
-	if offset < l.cp.recovery {
-		if err := l.checkpointLocked(l.cp.position); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -132,13 +132,16 @@ func (s *segment) observe(h *BatchHeader, pos, intervalBytes int64) {
 }
 
 // addTimeEntry records the segment's largest timestamp so far when it grew
-// since the last time entry.
+// since the last time entry. A new entry is not in the index files yet, so
+// it clears indexSynced: the entry a roll adds right after a checkpoint
+// synced the indexes must still reach the sealed segment's file.
 func (s *segment) addTimeEntry() {
 	if s.track.maxTs < 0 {
 		return
 	}
 	if n := len(s.times); n == 0 || s.track.maxTs > s.times[n-1].ts {
 		s.times = append(s.times, timeEntry{ts: s.track.maxTs, rel: s.rel(s.track.maxTsOffset)})
+		s.indexSynced = false
 	}
 }
 
@@ -209,7 +212,10 @@ var errTorn = errors.New("partition: torn batch at the tail")
 // stopped early: a corruption or torn-tail error (the caller truncates
 // there) or an I/O error (the caller fails).
 func scanBatches(f vfs.File, pos, end, expectBase int64, verify bool, fn func(h *BatchHeader, pos int64) bool) (goodEnd, next int64, corrupt, ioErr error) {
-	br := bufio.NewReaderSize(io.NewSectionReader(f, pos, end-pos), 256<<10)
+	// The buffer is never larger than the section: timestamp lookups,
+	// truncations and recovery of a short tail would otherwise allocate
+	// and clear 256 KiB per call.
+	br := bufio.NewReaderSize(io.NewSectionReader(f, pos, end-pos), int(min(256<<10, max(end-pos, 16))))
 	var hdr [BatchHeaderSize]byte
 	crc := crc32.New(castagnoli)
 	next = expectBase
