@@ -20,13 +20,16 @@ import (
 // (log start, recovery point, leader epochs, idempotent producers, the
 // caller's applied position).
 //
-// Concurrency: one appender and many readers. Append, Sync, Checkpoint,
-// StartEpoch, Roll, Retain, DeleteRecords, TruncateTo, ExpireProducers,
-// SetConfig and Close serialise on appendMu. Readers (Read, the offset
-// lookups, Wait) take mu for reading only long enough to find their
-// segment and byte range, then read the file without any lock, so they never
-// wait for a write or fsync in progress. The appender takes mu for writing
-// only to publish a completed write. Lock order: appendMu, then mu.
+// Concurrency: one appender and many readers, and fsyncs that block neither.
+// Append, StartEpoch, Roll, ExpireProducers and SetConfig serialise on
+// appendMu. Sync and Checkpoint take syncMu, hold appendMu only to take a
+// snapshot of what to make durable, and fsync without it, so appends go on
+// during an fsync. Retain, DeleteRecords, TruncateTo and Close take both:
+// they are rare and change which segments exist. Readers (Read, the offset
+// lookups, Wait) take mu for reading only long enough to find their segment
+// and byte range, then read the file without any lock, so they never wait
+// for a write or fsync in progress. The appender takes mu for writing only
+// to publish a completed write. Lock order: syncMu, appendMu, mu.
 type Log struct {
 	fsys   vfs.FS
 	dir    string
@@ -34,6 +37,9 @@ type Log struct {
 	now    func() time.Time
 	findTs TimestampSearcher
 
+	// syncMu serialises the operations that fsync or remove segments; it
+	// also owns each segment's index-file bookkeeping.
+	syncMu    sync.Mutex
 	appendMu  sync.Mutex
 	cfg       Config
 	producers producerTable
@@ -109,10 +115,9 @@ func (l *Log) Append(b []byte, leaderEpoch int32) (AppendResult, error) {
 	h.BaseOffset, h.PartitionLeaderEpoch = end, leaderEpoch
 	pos := seg.size
 	if _, err := seg.log.Write(b); err != nil {
-		return AppendResult{}, l.failLocked("append", err)
+		return AppendResult{}, l.fail("append", err)
 	}
 	seg.dirty = true
-	seg.indexSynced = false
 	if h.Idempotent() {
 		l.producers.update(&h)
 	}
@@ -421,11 +426,11 @@ func (l *Log) writableLocked() error {
 	return l.failed
 }
 
-// failLocked makes err the log's sticky failure: from now on every write
-// returns it, and the failure is never retried (after a failed fsync the
-// kernel may have dropped the dirty pages, so a later success would lie).
-// appendMu is held.
-func (l *Log) failLocked(op string, err error) error {
+// fail makes err the log's sticky failure: from now on every write returns
+// it, and the failure is never retried (after a failed fsync the kernel may
+// have dropped the dirty pages, so a later success would lie). It takes mu;
+// any other lock may be held.
+func (l *Log) fail(op string, err error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failed == nil {
@@ -437,26 +442,42 @@ func (l *Log) failLocked(op string, err error) error {
 }
 
 // Sync makes every appended batch durable: it fsyncs each segment written
-// since the last Sync. The recovery point in the checkpoint moves only with
-// Checkpoint.
+// since the last Sync, without holding up appends. The recovery point in the
+// checkpoint moves only with Checkpoint.
 func (l *Log) Sync() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
+		l.appendMu.Unlock()
 		return err
 	}
-	return l.syncLocked()
+	dirty := l.takeDirtyLocked()
+	l.appendMu.Unlock()
+	return l.fsyncSegments(dirty)
 }
 
-func (l *Log) syncLocked() error {
+// takeDirtyLocked returns the segments with unsynced writes and marks them
+// clean: the fsync that follows covers every write made before this call,
+// and a later write marks its segment dirty again. appendMu is held.
+func (l *Log) takeDirtyLocked() []*segment {
+	var dirty []*segment
 	for _, s := range l.segments {
-		if !s.dirty {
-			continue
+		if s.dirty {
+			dirty = append(dirty, s)
+			s.dirty = false
 		}
+	}
+	return dirty
+}
+
+// fsyncSegments fsyncs segment files. syncMu is held, so no segment is
+// deleted (and its file closed) meanwhile.
+func (l *Log) fsyncSegments(segs []*segment) error {
+	for _, s := range segs {
 		if err := s.log.Sync(); err != nil {
-			return l.failLocked("fsync segment", err)
+			return l.fail("fsync segment", err)
 		}
-		s.dirty = false
 	}
 	return nil
 }
@@ -468,28 +489,60 @@ func (l *Log) syncLocked() error {
 // (replication records the Raft index of the last applied entry). The
 // position must describe exactly the batches appended so far: a caller that
 // records positions calls Checkpoint between appends, never concurrently
-// with them.
+// with them. Appends are held up only while the state is copied, not during
+// the fsyncs.
 func (l *Log) Checkpoint(position uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
+		l.appendMu.Unlock()
 		return err
 	}
-	return l.checkpointLocked(position)
+	snap := l.snapshotLocked(position)
+	l.appendMu.Unlock()
+	if err := l.persist(snap); err != nil {
+		return err
+	}
+	l.appendMu.Lock()
+	l.cp = snap.cp
+	l.appendMu.Unlock()
+	return nil
 }
 
+// checkpointLocked is Checkpoint for callers that already hold syncMu and
+// appendMu (recovery, TruncateTo).
 func (l *Log) checkpointLocked(position uint64) error {
-	if err := l.syncLocked(); err != nil {
+	snap := l.snapshotLocked(position)
+	if err := l.persist(snap); err != nil {
 		return err
 	}
-	for _, s := range l.segments {
-		if err := s.writeIndexes(l.fsys, true); err != nil {
-			return l.failLocked("write index", err)
-		}
+	l.cp = snap.cp
+	return nil
+}
+
+// ckptSnapshot is what one checkpoint makes durable: the segments to fsync,
+// each segment's index entries as of the snapshot, and the state to record.
+type ckptSnapshot struct {
+	dirty []*segment
+	segs  []*segment
+	index [][]indexEntry
+	times [][]timeEntry
+	cp    checkpointState
+}
+
+// snapshotLocked copies the log's state at its end. The index slices share
+// the segments' arrays: entries are only ever appended past a snapshot's
+// length (TruncateTo, which rewrites them, needs syncMu). appendMu is held.
+func (l *Log) snapshotLocked(position uint64) *ckptSnapshot {
+	snap := &ckptSnapshot{dirty: l.takeDirtyLocked(), segs: append([]*segment(nil), l.segments...)}
+	for _, s := range snap.segs {
+		snap.index = append(snap.index, s.index[:len(s.index):len(s.index)])
+		snap.times = append(snap.times, s.times[:len(s.times):len(s.times)])
 	}
 	act := l.active()
 	l.mu.RLock()
-	cp := checkpointState{
+	snap.cp = checkpointState{
 		logStart:        l.logStart,
 		recovery:        act.next,
 		recoverySegment: act.base,
@@ -500,11 +553,25 @@ func (l *Log) checkpointLocked(position uint64) error {
 		producers:       l.producers.clone(),
 	}
 	l.mu.RUnlock()
-	cp.active.indexCount, cp.active.timeCount = len(act.index), len(act.times)
-	if err := writeCheckpoint(l.fsys, l.dir, &cp); err != nil {
-		return l.failLocked("write checkpoint", err)
+	snap.cp.active.indexCount, snap.cp.active.timeCount = len(act.index), len(act.times)
+	return snap
+}
+
+// persist fsyncs the snapshot's segments, writes and fsyncs their index
+// files up to the snapshot, then writes the checkpoint: everything it
+// describes is on disk before it is. syncMu is held.
+func (l *Log) persist(snap *ckptSnapshot) error {
+	if err := l.fsyncSegments(snap.dirty); err != nil {
+		return err
 	}
-	l.cp = cp
+	for i, s := range snap.segs {
+		if err := s.writeIndexes(l.fsys, snap.index[i], snap.times[i], true); err != nil {
+			return l.fail("write index", err)
+		}
+	}
+	if err := writeCheckpoint(l.fsys, l.dir, &snap.cp); err != nil {
+		return l.fail("write checkpoint", err)
+	}
 	return nil
 }
 
@@ -520,6 +587,8 @@ func (l *Log) Checkpointed() (position uint64, recoveryPoint int64) {
 // file. It does not write a checkpoint (the position is the caller's to
 // give): call Checkpoint first for a fast reopen. Waiters get ErrClosed.
 func (l *Log) Close() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if l.closed {
@@ -527,11 +596,11 @@ func (l *Log) Close() error {
 	}
 	var err error
 	if l.Err() == nil {
-		err = l.syncLocked()
+		err = l.fsyncSegments(l.takeDirtyLocked())
 		for _, s := range l.segments {
 			if err == nil {
-				if werr := s.writeIndexes(l.fsys, false); werr != nil {
-					err = l.failLocked("write index", werr)
+				if werr := s.writeIndexes(l.fsys, s.index, s.times, true); werr != nil {
+					err = l.fail("write index", werr)
 				}
 			}
 		}
@@ -591,9 +660,12 @@ func (l *Log) Roll() error {
 	return l.rollLocked()
 }
 
-// rollLocked seals the active segment (final time index entry; log and
-// index files fsynced, so a sealed segment never needs recovery) and opens a
-// new one at the log end.
+// rollLocked seals the active segment and opens a new one at the log end.
+// The sealed segment gets its final time index entry and its data is
+// fsynced (once per segment.bytes, so the pause is rare), which makes every
+// batch before a roll durable. Its index files are written and fsynced by
+// the next Checkpoint (they belong to syncMu); a checkpoint never records a
+// recovery point past a segment whose index files it has not fsynced.
 func (l *Log) rollLocked() error {
 	old := l.active()
 	l.mu.Lock()
@@ -601,16 +673,13 @@ func (l *Log) rollLocked() error {
 	l.mu.Unlock()
 	if old.dirty {
 		if err := old.log.Sync(); err != nil {
-			return l.failLocked("fsync segment", err)
+			return l.fail("fsync segment", err)
 		}
 		old.dirty = false
 	}
-	if err := old.writeIndexes(l.fsys, true); err != nil {
-		return l.failLocked("write index", err)
-	}
 	s, err := l.createSegment(old.next)
 	if err != nil {
-		return l.failLocked("create segment", err)
+		return l.fail("create segment", err)
 	}
 	l.mu.Lock()
 	l.segments = append(l.segments, s)

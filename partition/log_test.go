@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -276,5 +277,59 @@ func TestConcurrentReadersDuringAppends(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// TestAppendsProceedDuringCheckpointFsync holds a checkpoint inside its
+// segment fsync and appends meanwhile: appends and reads must not wait for
+// an fsync, or every produce stalls while a partition is flushed.
+func TestAppendsProceedDuringCheckpointFsync(t *testing.T) {
+	mem := vfs.NewMem()
+	l := openTest(t, Options{Dir: "/ck", FS: mem})
+	mustAppend(t, l, valueBatch("before"), 0)
+	inSync := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	mem.SetFault(func(op vfs.Op, name string) error {
+		if op == vfs.OpSync && strings.HasSuffix(name, ".log") {
+			once.Do(func() {
+				close(inSync)
+				<-release
+			})
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- l.Checkpoint(1) }()
+	<-inSync
+	appended := make(chan error, 1)
+	go func() {
+		_, err := l.Append(valueBatch("during"), 0)
+		if err == nil {
+			_, err = l.Read(1, 1<<10, l.LogEndOffset())
+		}
+		appended <- err
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("an append waited for a checkpoint's fsync")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The checkpoint covers what was appended before it started; the
+	// append made during it is past the recovery point.
+	if _, rp := l.Checkpointed(); rp != 1 {
+		t.Fatalf("recovery point %d, want 1", rp)
+	}
+	recs := readAll(t, l, 0)
+	if len(recs) != 2 || string(recs[0].value) != "before" || string(recs[1].value) != "during" {
+		t.Fatalf("records %+v", recs)
 	}
 }

@@ -236,7 +236,9 @@ func TestPowerLossDuringRoll(t *testing.T) {
 				return done, ops
 			}
 			_, total := run(t, 0)
-			if total < 8 {
+			// The old segment's fsync, the new segment's three files and
+			// the directory sync, at least.
+			if total < 5 {
 				t.Fatalf("the roll made only %d filesystem operations", total)
 			}
 			for at := 1; at <= total+1; at++ {

@@ -307,7 +307,7 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 	// retention would find the segment older than it is.
 	for _, s := range segs[:len(segs)-1] {
 		s.addTimeEntry()
-		if err := s.writeIndexes(l.fsys, true); err != nil {
+		if err := s.writeIndexes(l.fsys, s.index, s.times, true); err != nil {
 			return fmt.Errorf("partition: write index of segment %d: %w", s.base, err)
 		}
 	}

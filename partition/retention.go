@@ -17,6 +17,8 @@ import (
 // nowMs is the caller's clock, in Kafka's milliseconds, so tests and a
 // leader-stamped time can drive it.
 func (l *Log) Retain(nowMs int64) (int, error) {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -48,6 +50,8 @@ func (l *Log) Retain(nowMs int64) (int, error) {
 // log end; an offset at or below the log start changes nothing. It returns
 // the new log start.
 func (l *Log) DeleteRecords(offset int64) (int64, error) {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -86,7 +90,7 @@ func (l *Log) deleteSegmentsLocked(n int, newStart int64) error {
 	cp := l.cp
 	cp.logStart = newStart
 	if err := writeCheckpoint(l.fsys, l.dir, &cp); err != nil {
-		return l.failLocked("write checkpoint", err)
+		return l.fail("write checkpoint", err)
 	}
 	l.cp = cp
 	l.mu.Lock()
@@ -98,13 +102,13 @@ func (l *Log) deleteSegmentsLocked(n int, newStart int64) error {
 	for _, s := range gone {
 		if err := l.removeSegmentFiles(s); err != nil {
 			s.release()
-			return l.failLocked("delete segment", err)
+			return l.fail("delete segment", err)
 		}
 		s.release()
 	}
 	if n > 0 {
 		if err := l.fsys.SyncDir(l.dir); err != nil {
-			return l.failLocked("sync directory", err)
+			return l.fail("sync directory", err)
 		}
 		l.logger.Info("deleted segments", "count", n, "log_start_offset", newStart)
 	}
@@ -119,6 +123,8 @@ func (l *Log) deleteSegmentsLocked(n int, newStart int64) error {
 // written at offset with the same position: a caller that records positions
 // must checkpoint again with the right one.
 func (l *Log) TruncateTo(offset int64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -152,7 +158,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	})
 	switch {
 	case ioErr != nil:
-		return l.failLocked("truncate", ioErr)
+		return l.fail("truncate", ioErr)
 	case corrupt != nil:
 		walkErr = corrupt
 	case fresh.next != offset:
@@ -196,22 +202,22 @@ func (l *Log) TruncateTo(offset int64) error {
 		}
 	}
 	if err := seg.log.Truncate(seg.size); err != nil {
-		return l.failLocked("truncate", err)
+		return l.fail("truncate", err)
 	}
 	if err := seg.log.Sync(); err != nil {
-		return l.failLocked("fsync segment", err)
+		return l.fail("fsync segment", err)
 	}
 	seg.dirty = false
 	seg.indexSynced = false // the next index write drops the stale entries
 	for _, s := range later {
 		if err := l.removeSegmentFiles(s); err != nil {
 			s.release()
-			return l.failLocked("delete segment", err)
+			return l.fail("delete segment", err)
 		}
 		s.release()
 	}
 	if err := l.fsys.SyncDir(l.dir); err != nil {
-		return l.failLocked("sync directory", err)
+		return l.fail("sync directory", err)
 	}
 	return nil
 }
@@ -238,7 +244,7 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 			return true
 		})
 		if ioErr != nil {
-			return l.failLocked("rebuild producers", ioErr)
+			return l.fail("rebuild producers", ioErr)
 		}
 		if corrupt != nil {
 			return errors.Join(ErrCorruptBatch, corrupt)

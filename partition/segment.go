@@ -71,8 +71,8 @@ type segTrack struct {
 // memory and written to .index and .timeindex files.
 //
 // Fields under "published" are written by the appender while it holds
-// Log.mu for writing and read by readers under Log.mu for reading; the rest
-// belong to the appender (Log.appendMu).
+// Log.mu for writing and read by readers under Log.mu for reading; the
+// others are owned by the lock their group names.
 type segment struct {
 	base int64
 	dir  string
@@ -92,12 +92,14 @@ type segment struct {
 	times []timeEntry
 	track segTrack
 
-	// appender only
-	created      time.Time
-	dirty        bool // log bytes written since the last fsync
+	// appender only (appendMu)
+	created time.Time
+	dirty   bool // log bytes written since the last fsync
+
+	// index files (Log.syncMu)
 	indexWritten int  // index entries in the .index file
 	timesWritten int  // entries in the .timeindex file
-	indexSynced  bool // the index files hold every entry, fsynced
+	indexSynced  bool // the files hold exactly that many entries, fsynced
 }
 
 func (s *segment) path(ext string) string { return path.Join(s.dir, segmentFileName(s.base, ext)) }
@@ -132,35 +134,36 @@ func (s *segment) observe(h *BatchHeader, pos, intervalBytes int64) {
 }
 
 // addTimeEntry records the segment's largest timestamp so far when it grew
-// since the last time entry. A new entry is not in the index files yet, so
-// it clears indexSynced: the entry a roll adds right after a checkpoint
-// synced the indexes must still reach the sealed segment's file.
+// since the last time entry. The next index write sees the longer slice and
+// writes the entry (a roll's final entry included).
 func (s *segment) addTimeEntry() {
 	if s.track.maxTs < 0 {
 		return
 	}
 	if n := len(s.times); n == 0 || s.track.maxTs > s.times[n-1].ts {
 		s.times = append(s.times, timeEntry{ts: s.track.maxTs, rel: s.rel(s.track.maxTsOffset)})
-		s.indexSynced = false
 	}
 }
 
-// writeIndexes appends the entries not yet in the index files; with sync it
-// also fsyncs them, after which the files are complete.
-func (s *segment) writeIndexes(fsys vfs.FS, sync bool) error {
-	if s.indexSynced {
+// writeIndexes brings the index files to index and times (the segment's
+// entries, or a snapshot of them): it appends what the files lack and, with
+// sync, fsyncs, after which the files hold exactly those entries durably.
+// Files that already hold them, fsynced, are left alone. The caller holds
+// Log.syncMu (or is single-threaded recovery), which owns the bookkeeping.
+func (s *segment) writeIndexes(fsys vfs.FS, index []indexEntry, times []timeEntry, sync bool) error {
+	if s.indexSynced && s.indexWritten == len(index) && s.timesWritten == len(times) {
 		return nil
 	}
 	if err := appendToFile(fsys, s.path(indexExt), int64(s.indexWritten)*indexEntrySize,
-		appendIndexEntries(nil, s.index[s.indexWritten:]), sync); err != nil {
+		appendIndexEntries(nil, index[min(s.indexWritten, len(index)):]), sync); err != nil {
 		return err
 	}
-	s.indexWritten = len(s.index)
+	s.indexWritten = len(index)
 	if err := appendToFile(fsys, s.path(timeIndexExt), int64(s.timesWritten)*timeEntrySize,
-		appendTimeEntries(nil, s.times[s.timesWritten:]), sync); err != nil {
+		appendTimeEntries(nil, times[min(s.timesWritten, len(times)):]), sync); err != nil {
 		return err
 	}
-	s.timesWritten = len(s.times)
+	s.timesWritten = len(times)
 	s.indexSynced = sync
 	return nil
 }
