@@ -104,6 +104,43 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendBatches appends groups of small batches with one call, as
+// applying a Raft entry that aggregates produce requests does: one write
+// per group instead of one per batch.
+func BenchmarkAppendBatches(b *testing.B) {
+	for _, g := range []struct {
+		size  string
+		count int
+	}{{"1KiB", 64}, {"1KiB", 256}, {"16KiB", 16}} {
+		b.Run(fmt.Sprintf("size=%s/batches=%d/fsync=false", g.size, g.count), func(b *testing.B) {
+			l := openBench(b, b.TempDir(), DefaultConfig())
+			batch := benchBatch(b, benchSizes[g.size])
+			group := make([][]byte, g.count)
+			for i := range group {
+				group[i] = append([]byte(nil), batch...)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(batch) * g.count))
+			var n int64
+			for b.Loop() {
+				_, errs, err := l.AppendBatches(group, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, e := range errs {
+					if e != nil {
+						b.Fatal(e)
+					}
+				}
+				n += int64(g.count)
+			}
+			if got := l.LogEndOffset(); got != n {
+				b.Fatalf("log end %d after %d batches", got, n)
+			}
+		})
+	}
+}
+
 // BenchmarkRead reads a ~256 MiB log, fsynced and in the page cache,
 // sequentially from offset 0 to the end in reads of at most 1 MiB, and
 // wraps around. The bytes per op are the average a read returns over one

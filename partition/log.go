@@ -43,6 +43,9 @@ type Log struct {
 	appendMu  sync.Mutex
 	cfg       Config
 	producers producerTable
+	// pending and wbuf are appendBatches' scratch space, kept between calls.
+	pending []pendingBatch
+	wbuf    []byte
 	// cp is the checkpoint last written; a log start change rewrites it
 	// with only the log start changed.
 	cp     checkpointState
@@ -86,59 +89,149 @@ func (l *Log) logEnd() int64 { return l.active().next }
 // The write is in the page cache when Append returns; Sync or Checkpoint
 // makes it durable. After a failed write the log refuses further appends.
 func (l *Log) Append(b []byte, leaderEpoch int32) (AppendResult, error) {
+	var res [1]AppendResult
+	var errs [1]error
+	if err := l.appendBatches([][]byte{b}, leaderEpoch, res[:], errs[:]); err != nil {
+		return AppendResult{}, err
+	}
+	return res[0], errs[0]
+}
+
+// AppendBatches appends several batches as Append does, one after the
+// other, with one write per segment they land in: what applying a Raft
+// entry that aggregates many produce requests needs, where one syscall per
+// small batch would cap throughput. Each batch is judged on its own: errs[i]
+// says why batch i was refused (it then takes no offsets), results[i] where
+// an accepted one went. The returned error is a storage failure, after which
+// the log refuses writes; batches before it may have been written.
+func (l *Log) AppendBatches(batches [][]byte, leaderEpoch int32) (results []AppendResult, errs []error, err error) {
+	results, errs = make([]AppendResult, len(batches)), make([]error, len(batches))
+	return results, errs, l.appendBatches(batches, leaderEpoch, results, errs)
+}
+
+// appendBatches is Append and AppendBatches: validate, deduplicate and
+// stamp each batch, collect the accepted ones for the active segment, and
+// write them with one syscall before a roll and at the end.
+func (l *Log) appendBatches(batches [][]byte, leaderEpoch int32, results []AppendResult, errs []error) error {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
-		return AppendResult{}, err
+		return err
 	}
-	h, err := ValidateBatch(b, l.cfg.MaxBatchBytes)
-	if err != nil {
-		return AppendResult{}, err
-	}
+	l.pending = l.pending[:0]
 	end := l.logEnd()
-	if h.Idempotent() {
-		dup, err := l.producers.check(&h, end == l.logStart)
+	pendingBytes := int64(0)
+	for i, b := range batches {
+		h, err := ValidateBatch(b, l.cfg.MaxBatchBytes)
 		if err != nil {
-			return AppendResult{}, err
+			errs[i] = err
+			continue
 		}
-		if dup != nil {
-			return AppendResult{BaseOffset: dup.firstOffset, LastOffset: dup.lastOffset, Duplicate: true, LogStartOffset: l.logStart}, nil
+		if h.Idempotent() {
+			dup, err := l.producers.check(&h, end == l.logStart)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			if dup != nil {
+				results[i] = AppendResult{BaseOffset: dup.firstOffset, LastOffset: dup.lastOffset, Duplicate: true}
+				continue
+			}
 		}
-	}
-	if l.shouldRollLocked(&h, end) {
-		if err := l.rollLocked(); err != nil {
-			return AppendResult{}, err
+		if l.shouldRollLocked(&h, end, pendingBytes) {
+			if err := l.writePendingLocked(leaderEpoch); err != nil {
+				return err
+			}
+			pendingBytes = 0
+			if err := l.rollLocked(); err != nil {
+				return err
+			}
 		}
+		stampBatch(b, end, leaderEpoch)
+		h.BaseOffset, h.PartitionLeaderEpoch = end, leaderEpoch
+		if h.Idempotent() {
+			// Now, not after the write: a later batch of the same
+			// producer in this call must see this one. If the write
+			// fails the log is failed and the table no longer matters.
+			l.producers.update(&h)
+		}
+		l.pending = append(l.pending, pendingBatch{b: b, h: h})
+		pendingBytes += h.Size()
+		results[i] = AppendResult{BaseOffset: end, LastOffset: h.LastOffset()}
+		end = h.NextOffset()
 	}
-	seg := l.active()
-	stampBatch(b, end, leaderEpoch)
-	h.BaseOffset, h.PartitionLeaderEpoch = end, leaderEpoch
-	pos := seg.size
-	if _, err := seg.log.Write(b); err != nil {
-		return AppendResult{}, l.fail("append", err)
+	if err := l.writePendingLocked(leaderEpoch); err != nil {
+		return err
 	}
-	seg.dirty = true
-	if h.Idempotent() {
-		l.producers.update(&h)
-	}
-	l.mu.Lock()
-	seg.observe(&h, pos, int64(l.cfg.IndexIntervalBytes))
-	l.epochs = l.epochs.assign(leaderEpoch, end)
-	l.notifyLocked()
+	l.mu.RLock()
 	start := l.logStart
-	l.mu.Unlock()
-	return AppendResult{BaseOffset: end, LastOffset: h.LastOffset(), LogStartOffset: start}, nil
+	l.mu.RUnlock()
+	for i := range results {
+		results[i].LogStartOffset = start
+	}
+	return nil
 }
 
-// shouldRollLocked: a non-empty active segment is rolled when the batch
-// would take it past SegmentBytes, when it is older than SegmentAge, or when
-// the batch's offsets would not fit the index's 32-bit relative offsets.
-func (l *Log) shouldRollLocked(h *BatchHeader, end int64) bool {
+// pendingBatch is an accepted, stamped batch waiting for its write.
+type pendingBatch struct {
+	b []byte
+	h BatchHeader
+}
+
+// writePendingLocked writes the pending batches to the active segment with
+// one syscall (a lone batch straight from its buffer, several through a
+// reused write buffer) and publishes them: indexes, epoch table, log end,
+// waiters woken. appendMu is held.
+func (l *Log) writePendingLocked(leaderEpoch int32) error {
+	if len(l.pending) == 0 {
+		return nil
+	}
 	seg := l.active()
-	if seg.size == 0 {
+	out := l.pending[0].b
+	if len(l.pending) > 1 {
+		l.wbuf = l.wbuf[:0]
+		for _, p := range l.pending {
+			l.wbuf = append(l.wbuf, p.b...)
+		}
+		out = l.wbuf
+	}
+	if _, err := seg.log.Write(out); err != nil {
+		return l.fail("append", err)
+	}
+	if cap(l.wbuf) > maxRetainedWriteBuf {
+		l.wbuf = nil
+	}
+	seg.dirty = true
+	pos := seg.size
+	interval := int64(l.cfg.IndexIntervalBytes)
+	l.mu.Lock()
+	for i := range l.pending {
+		h := &l.pending[i].h
+		seg.observe(h, pos, interval)
+		pos += h.Size()
+		l.epochs = l.epochs.assign(leaderEpoch, h.BaseOffset)
+	}
+	l.notifyLocked()
+	l.mu.Unlock()
+	clear(l.pending) // drop the references to the callers' buffers
+	l.pending = l.pending[:0]
+	return nil
+}
+
+// maxRetainedWriteBuf bounds the write buffer kept between appends.
+const maxRetainedWriteBuf = 4 << 20
+
+// shouldRollLocked: a non-empty active segment is rolled when the batch
+// would take it (with pending, the bytes accepted but not yet written) past
+// SegmentBytes, when it is older than SegmentAge, or when the batch's
+// offsets would not fit the index's 32-bit relative offsets.
+func (l *Log) shouldRollLocked(h *BatchHeader, end, pending int64) bool {
+	seg := l.active()
+	size := seg.size + pending
+	if size == 0 {
 		return false
 	}
-	return seg.size+h.Size() > l.cfg.SegmentBytes ||
+	return size+h.Size() > l.cfg.SegmentBytes ||
 		(l.cfg.SegmentAge > 0 && l.now().Sub(seg.created) >= l.cfg.SegmentAge) ||
 		end+int64(h.LastOffsetDelta)-seg.base > int64(^uint32(0))
 }

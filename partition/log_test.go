@@ -333,3 +333,75 @@ func TestAppendsProceedDuringCheckpointFsync(t *testing.T) {
 		t.Fatalf("records %+v", recs)
 	}
 }
+
+func TestAppendBatches(t *testing.T) {
+	mem := vfs.NewMem()
+	cfg := DefaultConfig()
+	cfg.SegmentBytes = 2048
+	l := openTest(t, Options{Dir: "/group", FS: mem, Config: cfg})
+	mustAppend(t, l, idemBatch(5, 0, 0, 1, "p5-0"), 2)
+	var writes []string
+	mem.SetFault(func(op vfs.Op, name string) error {
+		if op == vfs.OpWrite && strings.HasSuffix(name, ".log") {
+			writes = append(writes, name)
+		}
+		return nil
+	})
+	corrupt := valueBatch("bad")
+	corrupt[len(corrupt)-1] ^= 1
+	batches := [][]byte{
+		valueBatch("a"),
+		idemBatch(5, 0, 1, 2, "p5-1"), // follows the batch appended above
+		idemBatch(5, 0, 3, 1, "p5-3"), // follows the previous batch of this call
+		idemBatch(5, 0, 0, 1, "p5-0"), // a retry: duplicate of offset 0
+		corrupt,
+		idemBatch(5, 0, 9, 1, "gap"),
+		sizedBatch("big", 1900), // does not fit: rolls first
+		valueBatch("z"),
+	}
+	res, errs, err := l.AppendBatches(batches, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		base, last int64
+		dup        bool
+		err        error
+	}
+	wants := []want{
+		{1, 1, false, nil}, {2, 3, false, nil}, {4, 4, false, nil}, {0, 0, true, nil},
+		{0, 0, false, ErrCorruptBatch}, {0, 0, false, ErrOutOfOrderSequence},
+		{5, 5, false, nil}, {6, 6, false, nil},
+	}
+	for i, w := range wants {
+		if w.err != nil {
+			if !errors.Is(errs[i], w.err) {
+				t.Fatalf("batch %d: error %v, want %v", i, errs[i], w.err)
+			}
+			continue
+		}
+		if errs[i] != nil || res[i].BaseOffset != w.base || res[i].LastOffset != w.last || res[i].Duplicate != w.dup {
+			t.Fatalf("batch %d: %+v %v, want %+v", i, res[i], errs[i], w)
+		}
+	}
+	// One write before the roll, one after.
+	if len(writes) != 2 || writes[0] == writes[1] {
+		t.Fatalf("writes %v, want one per segment", writes)
+	}
+	if got := l.Segments(); len(got) != 2 || got[1] != 5 {
+		t.Fatalf("segments %v, want a roll at 5", got)
+	}
+	recs := readAll(t, l, 0)
+	wantVals := []string{"p5-0-0", "a", "p5-1-0", "p5-1-1", "p5-3-0"}
+	for i, v := range wantVals {
+		if recs[i].offset != int64(i) || string(recs[i].value) != v {
+			t.Fatalf("record %d: %d %q, want %q", i, recs[i].offset, recs[i].value, v)
+		}
+	}
+	if len(recs) != 7 || string(recs[6].value) != "z" || !strings.HasPrefix(string(recs[5].value), "big") {
+		t.Fatalf("%d records; tail %q", len(recs), recs[len(recs)-1].value)
+	}
+	if e, end := l.OffsetForLeaderEpoch(2); e != 2 || end != 1 {
+		t.Fatalf("epoch 2 ends at (%d, %d), want (2, 1)", e, end)
+	}
+}
