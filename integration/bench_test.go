@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/varvelog/varve/broker"
 )
 
 // The produce and consume benchmarks run the same franz-go workload (12
@@ -33,7 +35,9 @@ type benchTarget struct {
 func benchTargets() []benchTarget {
 	return []benchTarget{
 		{"varve", func(b *testing.B) string {
-			c := NewCluster(b)
+			// The broker's own flush interval, as a user runs it (tests
+			// use a shorter one).
+			c := NewCluster(b, WithConfig(func(cfg *broker.Config) { cfg.FlushInterval = time.Second }))
 			adm := c.Admin(b)
 			if _, err := adm.CreateTopic(context.Background(), benchPartitions, 1, nil, "bench"); err != nil {
 				b.Fatal(err)
