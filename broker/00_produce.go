@@ -108,9 +108,7 @@ func (b *Broker) producePartition(ctx context.Context, t *topic, rp kmsg.Produce
 	sp.LogStartOffset = p.LogStartOffset()
 	res, err := b.appendBatch(ctx, t, p, rp.Records)
 	if err != nil {
-		sp.ErrorCode = errorCode(err)
-		msg := err.Error()
-		sp.ErrorMessage = &msg
+		sp.ErrorCode, sp.ErrorMessage = errorFields(err)
 		return
 	}
 	sp.BaseOffset, sp.LogStartOffset = res.BaseOffset, res.LogStartOffset

@@ -97,10 +97,7 @@ func (b *Broker) fetchOnce(r *kmsg.FetchRequest, maxBytes int64) (*kmsg.FetchRes
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
 			sp.PreferredReadReplica = -1
 			sp.RecordBatches = []byte{}
-			var p *localReplica
-			if terr == nil {
-				p = t.partition(rp.Partition)
-			}
+			p := t.partition(rp.Partition)
 			switch {
 			case terr != nil:
 				sp.ErrorCode = errorCode(terr)

@@ -32,9 +32,7 @@ func handleCreateTopics(b *Broker, _ context.Context, req *protocol.Request) (km
 		st.NumPartitions, st.ReplicationFactor = -1, -1
 		t, spec, err := b.createTopicFromRequest(&rt, r.ValidateOnly, seen[rt.Topic] > 1)
 		if err != nil {
-			st.ErrorCode = errorCode(err)
-			msg := err.Error()
-			st.ErrorMessage = &msg
+			st.ErrorCode, st.ErrorMessage = errorFields(err)
 		} else {
 			st.NumPartitions, st.ReplicationFactor = spec.partitions, 1
 			if t != nil {

@@ -49,9 +49,7 @@ func handleDeleteTopics(b *Broker, _ context.Context, req *protocol.Request) (km
 			err = fmt.Errorf("%w: neither a topic name nor an id", ErrInvalidRequest)
 		}
 		if err != nil {
-			st.ErrorCode = errorCode(err)
-			msg := err.Error()
-			st.ErrorMessage = &msg
+			st.ErrorCode, st.ErrorMessage = errorFields(err)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}

@@ -31,9 +31,7 @@ func handleAlterConfigs(b *Broker, _ context.Context, req *protocol.Request) (km
 			return configs, nil
 		}, r.ValidateOnly)
 		if err != nil {
-			res.ErrorCode = errorCode(err)
-			msg := err.Error()
-			res.ErrorMessage = &msg
+			res.ErrorCode, res.ErrorMessage = errorFields(err)
 		}
 		resp.Resources = append(resp.Resources, res)
 	}

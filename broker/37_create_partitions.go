@@ -31,9 +31,7 @@ func handleCreatePartitions(b *Broker, _ context.Context, req *protocol.Request)
 			err = b.createPartitions(rt.Topic, rt.Count, r.ValidateOnly)
 		}
 		if err != nil {
-			st.ErrorCode = errorCode(err)
-			msg := err.Error()
-			st.ErrorMessage = &msg
+			st.ErrorCode, st.ErrorMessage = errorFields(err)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}

@@ -44,9 +44,7 @@ func handleIncrementalAlterConfigs(b *Broker, _ context.Context, req *protocol.R
 			return next, nil
 		}, r.ValidateOnly)
 		if err != nil {
-			res.ErrorCode = errorCode(err)
-			msg := err.Error()
-			res.ErrorMessage = &msg
+			res.ErrorCode, res.ErrorMessage = errorFields(err)
 		}
 		resp.Resources = append(resp.Resources, res)
 	}

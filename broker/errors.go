@@ -66,3 +66,13 @@ var ErrInvalidRequest = errors.New("broker: invalid request")
 // ErrUnknownTopicID is a topic id the broker does not know
 // (UNKNOWN_TOPIC_ID).
 var ErrUnknownTopicID = errors.New("broker: unknown topic id")
+
+// errorFields is a response's error code and message for err (nil, nil for
+// success): the message tells a person what the code alone cannot.
+func errorFields(err error) (int16, *string) {
+	if err == nil {
+		return 0, nil
+	}
+	msg := err.Error()
+	return errorCode(err), &msg
+}

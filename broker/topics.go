@@ -275,9 +275,10 @@ func (b *Broker) topicNames() []string {
 	return names
 }
 
-// partition returns a topic's partition, or nil.
-func (t *topic) partition(i int32) *localReplica {
-	if i < 0 || int(i) >= len(t.partitions) {
+// partition returns a topic's partition as the handlers see it, or nil
+// when the topic (t may be nil) or the partition does not exist.
+func (t *topic) partition(i int32) replica {
+	if t == nil || i < 0 || int(i) >= len(t.partitions) {
 		return nil
 	}
 	return t.partitions[i]
