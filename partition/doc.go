@@ -136,6 +136,26 @@
 // rebuilt for the shorter log) before it changes any file, so a crash in
 // between never leaves a checkpoint that points past the segments.
 //
+// # Snapshots
+//
+// Log.Snapshot(name, position) checkpoints the log and pins its files by hard
+// link in snapshots/<name>/ with a manifest, so a Raft snapshot costs no copy
+// of the data. The manifest and the stream share one header (big-endian):
+//
+//	magic "VSNP" | version uint16 (1) | body length uint32 | body crc32c uint32
+//	body: position uint64 | files uint32 | per file: name length uint16, name, size int64
+//
+// The files are every segment up to the recovery segment and their index
+// files, at their sizes as of the checkpoint, and the checkpoint itself. The
+// stream (Snapshot.WriteTo) is the header followed by each file's recorded
+// prefix and its crc32c (uint32). Restore writes a stream into <dir>.restore,
+// checks every checksum and name (only segment file names and "checkpoint"
+// are accepted), fsyncs each file, writes a restore-complete marker, moves the
+// old directory to <dir>.old, renames the staging directory into place and
+// syncs the parent. Open first completes a restore whose marker is present
+// and removes an incomplete one and any <dir>.old, so a crash leaves either
+// the old log or the new one.
+//
 // # Idempotent producers and leader epochs
 //
 // The producer table remembers, per producer id, the epoch and the last five

@@ -46,6 +46,9 @@ func Open(opts Options) (*Log, error) {
 		producers: producerTable{},
 		changed:   make(chan struct{}),
 	}
+	if err := finishRestore(l.fsys, l.dir); err != nil {
+		return nil, fmt.Errorf("partition: finish an interrupted restore of %s: %w", l.dir, err)
+	}
 	if err := createDirDurably(l.fsys, l.dir); err != nil {
 		return nil, fmt.Errorf("partition: create %s: %w", l.dir, err)
 	}
