@@ -106,13 +106,14 @@ func (b *Broker) producePartition(ctx context.Context, t *topic, rp kmsg.Produce
 		return
 	}
 	sp.LogStartOffset = p.LogStartOffset()
-	res, err := b.appendBatch(ctx, t, p, rp.Records)
+	settings := &t.load().settings
+	res, err := b.appendBatch(ctx, settings, p, rp.Records)
 	if err != nil {
 		sp.ErrorCode, sp.ErrorMessage = errorFields(err)
 		return
 	}
 	sp.BaseOffset, sp.LogStartOffset = res.BaseOffset, res.LogStartOffset
-	if t.settings.logAppendTime {
+	if settings.logAppendTime {
 		sp.LogAppendTime = res.logAppendTime
 	}
 }
@@ -123,7 +124,7 @@ type appendResult struct {
 }
 
 // appendBatch checks one produced batch completely and appends it.
-func (b *Broker) appendBatch(ctx context.Context, t *topic, p replica, batch []byte) (appendResult, error) {
+func (b *Broker) appendBatch(ctx context.Context, settings *topicSettings, p replica, batch []byte) (appendResult, error) {
 	var res appendResult
 	if len(batch) == 0 {
 		return res, fmt.Errorf("%w: no records", partition.ErrInvalidRecord)
@@ -135,14 +136,14 @@ func (b *Broker) appendBatch(ctx context.Context, t *topic, p replica, batch []b
 	if h.Size() < int64(len(batch)) && h.Size() >= partition.BatchHeaderSize {
 		return res, fmt.Errorf("%w: more than one batch for one partition", partition.ErrInvalidRecord)
 	}
-	h, err = partition.ValidateBatch(batch, t.settings.log.MaxBatchBytes)
+	h, err = partition.ValidateBatch(batch, settings.log.MaxBatchBytes)
 	if err != nil {
 		return res, err
 	}
 	if err := records.Check(batch, &h, records.Limits{MaxDecompressedBytes: b.cfg.MaxDecompressedBytes, MaxRecords: 1 << 20}); err != nil {
 		return res, err
 	}
-	if t.settings.logAppendTime {
+	if settings.logAppendTime {
 		res.logAppendTime = b.cfg.Now().UnixMilli()
 		if err := records.StampLogAppendTime(batch, res.logAppendTime); err != nil {
 			return res, err

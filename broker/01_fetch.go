@@ -32,6 +32,10 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
+// maxFetchWait caps a client's MaxWaitMillis: a long poll holds its
+// connection, and a wait of days serves no client.
+const maxFetchWait = 5 * time.Minute
+
 func handleFetch(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.FetchRequest)
 	if r.SessionID != 0 {
@@ -43,7 +47,7 @@ func handleFetch(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Re
 	if r.MaxBytes > 0 {
 		maxBytes = min(maxBytes, int64(r.MaxBytes))
 	}
-	wait := time.Duration(max(r.MaxWaitMillis, 0)) * time.Millisecond
+	wait := min(time.Duration(max(r.MaxWaitMillis, 0))*time.Millisecond, maxFetchWait)
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
@@ -55,12 +59,13 @@ func handleFetch(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Re
 		cases := make([]reflect.SelectCase, 0, len(waitOn)+2)
 		cases = append(cases,
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(deadline.C)},
-			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(b.ctx.Done())})
 		for _, ch := range waitOn {
 			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
 		}
 		chosen, _, _ := reflect.Select(cases)
-		if chosen <= 1 {
+		if chosen <= 2 { // deadline, connection gone or broker shutting down
 			if chosen == 0 {
 				wait = 0 // deadline passed: answer with whatever there is now
 				continue
@@ -127,7 +132,7 @@ func (b *Broker) fetchOnce(r *kmsg.FetchRequest, maxBytes int64) (*kmsg.FetchRes
 // and the channel that signals new data.
 func (b *Broker) fetchPartition(p replica, rp *kmsg.FetchRequestTopicPartition, sp *kmsg.FetchResponseTopicPartition, total, maxBytes int64) (int64, <-chan struct{}) {
 	changed := p.Changed()
-	hw, start := p.HighWatermark(), p.LogStartOffset()
+	start, hw := p.LogStartOffset(), p.HighWatermark()
 	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = hw, hw, start
 	epoch := p.LeaderEpoch()
 	switch {
@@ -154,7 +159,8 @@ func (b *Broker) fetchPartition(p replica, rp *kmsg.FetchRequestTopicPartition, 
 			return 0, changed
 		}
 	}
-	data, err := p.Read(rp.FetchOffset, int(min(limit, maxBytes)))
+	// Read up to the high watermark reported above, never past it.
+	data, err := p.Read(rp.FetchOffset, int(min(limit, maxBytes)), hw)
 	if err != nil {
 		sp.ErrorCode = errorCode(err)
 		var oor *partition.OffsetOutOfRangeError

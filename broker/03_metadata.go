@@ -94,7 +94,7 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 	mt := kmsg.NewMetadataResponseTopic()
 	name := t.name
 	mt.Topic, mt.TopicID, mt.IsInternal = &name, t.id, t.internal
-	for _, p := range t.partitions {
+	for _, p := range t.load().partitions {
 		mp := kmsg.NewMetadataResponseTopicPartition()
 		mp.Partition = p.index
 		mp.Leader = b.cfg.NodeID

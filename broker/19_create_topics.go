@@ -77,7 +77,7 @@ func (b *Broker) createTopicFromRequest(rt *kmsg.CreateTopicsRequestTopic, valid
 	}
 	t, err := b.createTopic(spec)
 	if err == nil {
-		spec.partitions = int32(len(t.partitions))
+		spec.partitions = int32(len(t.load().partitions))
 	}
 	return t, spec, errors.Join(err)
 }

@@ -3,15 +3,14 @@ package broker
 // InitProducerId (key 22), v0-4.
 //
 // Hands an idempotent producer a producer id never handed out before
-// (blocks reserved durably in the metadata store) at epoch 0. A producer
-// that sends back its id and epoch (v3+, after an error it could not
-// recover from in place) gets the same id with the epoch bumped, so its
-// sequences start again at 0; at the top of the epoch range it gets a new
-// id instead. Transactional ids are refused: transactions do not exist yet.
+// (blocks reserved durably in the metadata store) at epoch 0, every time,
+// as Kafka does without a transactional id: a producer that sends back its
+// old id and epoch (v3+) also gets a fresh id, so no client can bump, and
+// so fence, a producer id it does not own. Transactional ids are refused:
+// transactions do not exist yet.
 
 import (
 	"context"
-	"math"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -25,10 +24,6 @@ func handleInitProducerID(b *Broker, _ context.Context, req *protocol.Request) (
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	if r.TransactionalID != nil {
 		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
-		return resp, nil
-	}
-	if r.ProducerID >= 0 && r.ProducerEpoch >= 0 && r.ProducerEpoch < math.MaxInt16-1 {
-		resp.ProducerID, resp.ProducerEpoch = r.ProducerID, r.ProducerEpoch+1
 		return resp, nil
 	}
 	id, err := b.allocateProducerID()

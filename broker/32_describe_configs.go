@@ -33,10 +33,7 @@ func handleDescribeConfigs(b *Broker, _ context.Context, req *protocol.Request) 
 				res.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				break
 			}
-			b.mu.RLock()
-			configs := t.configs
-			b.mu.RUnlock()
-			res.Configs = b.describeTopicConfigs(configs, rr.ConfigNames, r.IncludeSynonyms || r.Version == 0)
+			res.Configs = b.describeTopicConfigs(t.load().configs, rr.ConfigNames, r.IncludeSynonyms || r.Version == 0)
 		case kmsg.ConfigResourceTypeBroker:
 			if rr.ResourceName != "" && rr.ResourceName != strconv.Itoa(int(b.cfg.NodeID)) {
 				res.ErrorCode = kerr.InvalidRequest.Code

@@ -57,16 +57,5 @@ func (b *Broker) alterResource(typ kmsg.ConfigResourceType, name string, change 
 	if typ != kmsg.ConfigResourceTypeTopic {
 		return fmt.Errorf("%w: only topic configs can be altered; broker configs are read-only", ErrInvalidRequest)
 	}
-	t := b.lookupTopic(name)
-	if t == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
-	}
-	b.mu.RLock()
-	cur := t.configs
-	b.mu.RUnlock()
-	next, err := change(cur)
-	if err != nil {
-		return err
-	}
-	return b.setTopicConfigs(name, next, validateOnly)
+	return b.alterTopicConfigs(name, change, validateOnly)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -28,7 +29,7 @@ type Broker struct {
 	store     *store
 	apis      *apiSet
 
-	ctx    context.Context // cancelled by Shutdown; background loops watch it
+	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -46,15 +47,26 @@ type Broker struct {
 	pidEnd  int64 // end of the reserved block
 }
 
-// topic is a topic this broker holds.
+// topic is a topic this broker holds. Its name and id never change; what
+// can (configs, partitions) is an immutable topicState swapped whole under
+// Broker.mu, so handlers read a consistent view without a lock.
 type topic struct {
-	name       string
-	id         topicID
-	internal   bool
+	name     string
+	id       topicID
+	internal bool
+	state    atomic.Pointer[topicState]
+}
+
+// topicState is one version of a topic's changeable state. Never modified
+// after it is published.
+type topicState struct {
 	configs    map[string]string // explicit configs only
 	settings   topicSettings
 	partitions []*localReplica
 }
+
+// load returns the topic's current state.
+func (t *topic) load() *topicState { return t.state.Load() }
 
 type hostPort struct {
 	host string
@@ -157,13 +169,15 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	b.closed = true
 	servers := b.servers
 	b.mu.Unlock()
+	// Cancel first: a long-poll Fetch waiting for data returns what it has
+	// at once, so the servers can finish their in-flight requests.
+	b.cancel()
 	var err error
 	for _, srv := range servers {
 		if serr := srv.Shutdown(ctx); err == nil {
 			err = serr
 		}
 	}
-	b.cancel()
 	b.wg.Wait()
 	if perr := b.closePartitions(); err == nil {
 		err = perr
@@ -180,7 +194,7 @@ func (b *Broker) closePartitions() error {
 	defer b.mu.Unlock()
 	var errs []error
 	for _, t := range b.topics {
-		for _, p := range t.partitions {
+		for _, p := range t.load().partitions {
 			if err := p.close(); err != nil {
 				errs = append(errs, err)
 			}
@@ -226,7 +240,7 @@ func (b *Broker) allReplicas() []*localReplica {
 	defer b.mu.RUnlock()
 	var out []*localReplica
 	for _, t := range b.topics {
-		out = append(out, t.partitions...)
+		out = append(out, t.load().partitions...)
 	}
 	return out
 }

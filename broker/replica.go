@@ -19,8 +19,9 @@ type replica interface {
 	// returns where it went once it is acknowledged.
 	Append(ctx context.Context, batch []byte) (partition.AppendResult, error)
 	// Read returns whole batches from offset, up to maxBytes (at least one
-	// batch when any is readable), below the high watermark.
-	Read(offset int64, maxBytes int) ([]byte, error)
+	// batch when any is readable), below upTo, which is at most the high
+	// watermark: the caller passes the one it reports.
+	Read(offset int64, maxBytes int, upTo int64) ([]byte, error)
 	HighWatermark() int64
 	LogStartOffset() int64
 	// LeaderEpoch is the epoch clients see in Metadata and fence with.
@@ -67,6 +68,13 @@ func openLocalReplica(b *Broker, topic string, index int32, s topicSettings) (*l
 	if err != nil {
 		return nil, fmt.Errorf("broker: open %s-%d: %w", topic, index, err)
 	}
+	// Metadata advertises epoch 0 from the start, so the epoch table must
+	// know it before the first batch: OffsetForLeaderEpoch(0) on an empty
+	// partition answers (0, log end), not (-1, -1).
+	if err := l.StartEpoch(0); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
 	return &localReplica{topic: topic, index: index, log: l}, nil
 }
 
@@ -78,8 +86,8 @@ func (r *localReplica) Append(_ context.Context, batch []byte) (partition.Append
 	return res, err
 }
 
-func (r *localReplica) Read(offset int64, maxBytes int) ([]byte, error) {
-	return r.log.Read(offset, maxBytes, r.log.LogEndOffset())
+func (r *localReplica) Read(offset int64, maxBytes int, upTo int64) ([]byte, error) {
+	return r.log.Read(offset, maxBytes, min(upTo, r.HighWatermark()))
 }
 
 func (r *localReplica) HighWatermark() int64     { return r.log.LogEndOffset() }

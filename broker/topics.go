@@ -58,14 +58,16 @@ func (b *Broker) loadTopics() error {
 		if err != nil {
 			return fmt.Errorf("broker: stored topic %q: %w", rec.Name, err)
 		}
-		t := &topic{name: rec.Name, id: rec.ID, internal: internalTopic(rec.Name), configs: rec.Configs, settings: s}
+		t := &topic{name: rec.Name, id: rec.ID, internal: internalTopic(rec.Name)}
+		st := &topicState{configs: rec.Configs, settings: s}
 		for i := range rec.Partitions {
 			r, err := openLocalReplica(b, rec.Name, i, s)
 			if err != nil {
 				return err
 			}
-			t.partitions = append(t.partitions, r)
+			st.partitions = append(st.partitions, r)
 		}
+		t.state.Store(st)
 		b.topics[t.name] = t
 		b.byID[t.id] = t
 	}
@@ -124,7 +126,8 @@ func (b *Broker) createTopic(spec topicSpec) (*topic, error) {
 	if _, exists := b.topics[spec.name]; exists {
 		return nil, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
 	}
-	t := &topic{name: spec.name, id: newTopicID(), internal: internalTopic(spec.name), configs: spec.configs, settings: s}
+	t := &topic{name: spec.name, id: newTopicID(), internal: internalTopic(spec.name)}
+	st := &topicState{configs: spec.configs, settings: s}
 	for i := range spec.partitions {
 		// A directory left by a topic of the same name that was deleted
 		// must not leak its data into the new one.
@@ -133,20 +136,21 @@ func (b *Broker) createTopic(spec topicSpec) (*topic, error) {
 		}
 		r, err := openLocalReplica(b, spec.name, i, s)
 		if err != nil {
-			for _, p := range t.partitions {
+			for _, p := range st.partitions {
 				_ = p.close()
 			}
 			return nil, err
 		}
-		t.partitions = append(t.partitions, r)
+		st.partitions = append(st.partitions, r)
 	}
-	rec := topicRecord{Name: t.name, ID: t.id, Partitions: spec.partitions, Configs: t.configs, CreatedMs: b.cfg.Now().UnixMilli()}
+	rec := topicRecord{Name: t.name, ID: t.id, Partitions: spec.partitions, Configs: st.configs, CreatedMs: b.cfg.Now().UnixMilli()}
 	if err := b.store.putTopic(rec); err != nil {
-		for _, p := range t.partitions {
+		for _, p := range st.partitions {
 			_ = p.close()
 		}
 		return nil, err
 	}
+	t.state.Store(st)
 	b.topics[t.name] = t
 	b.byID[t.id] = t
 	b.logger.Info("created topic", "topic", t.name, "topic_id", t.id.String(), "partitions", spec.partitions)
@@ -154,23 +158,23 @@ func (b *Broker) createTopic(spec topicSpec) (*topic, error) {
 }
 
 // deleteTopic removes a topic from the registry (durably, first), then
-// closes its partitions and deletes their directories.
+// closes its partitions and deletes their directories, all under mu: a
+// CreateTopics of the same name waits, so it can never create directories
+// that this deletion then removes.
 func (b *Broker) deleteTopic(name string) error {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	t, ok := b.topics[name]
 	if !ok {
-		b.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
 	}
 	if err := b.store.deleteTopic(name); err != nil {
-		b.mu.Unlock()
 		return err
 	}
 	delete(b.topics, name)
 	delete(b.byID, t.id)
-	b.mu.Unlock()
 	var errs []error
-	for _, p := range t.partitions {
+	for _, p := range t.load().partitions {
 		_ = p.log.Close()
 		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, name, p.index)); err != nil {
 			errs = append(errs, err)
@@ -188,7 +192,8 @@ func (b *Broker) createPartitions(name string, total int32, validateOnly bool) e
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
 	}
-	have := int32(len(t.partitions))
+	cur := t.load()
+	have := int32(len(cur.partitions))
 	if total <= have || total > maxPartitionsPerTopic {
 		return fmt.Errorf("%w: topic %q has %d partitions, asked for %d", ErrInvalidPartitions, name, have, total)
 	}
@@ -200,7 +205,7 @@ func (b *Broker) createPartitions(name string, total int32, validateOnly bool) e
 		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, name, i)); err != nil {
 			return err
 		}
-		r, err := openLocalReplica(b, name, i, t.settings)
+		r, err := openLocalReplica(b, name, i, cur.settings)
 		if err != nil {
 			for _, p := range added {
 				_ = p.close()
@@ -209,39 +214,43 @@ func (b *Broker) createPartitions(name string, total int32, validateOnly bool) e
 		}
 		added = append(added, r)
 	}
-	rec := topicRecord{Name: t.name, ID: t.id, Partitions: total, Configs: t.configs, CreatedMs: b.cfg.Now().UnixMilli()}
+	rec := topicRecord{Name: t.name, ID: t.id, Partitions: total, Configs: cur.configs, CreatedMs: b.cfg.Now().UnixMilli()}
 	if err := b.store.putTopic(rec); err != nil {
 		for _, p := range added {
 			_ = p.close()
 		}
 		return err
 	}
-	t.partitions = append(t.partitions[:have:have], added...)
+	t.state.Store(&topicState{configs: cur.configs, settings: cur.settings, partitions: append(cur.partitions[:have:have], added...)})
 	return nil
 }
 
-// setTopicConfigs replaces a topic's explicit configs (validated first),
-// durably, and applies them to its partitions.
-func (b *Broker) setTopicConfigs(name string, configs map[string]string, validateOnly bool) error {
-	s, err := resolveTopicSettings(&b.cfg, configs)
-	if err != nil {
-		return err
-	}
+// alterTopicConfigs replaces a topic's explicit configs with
+// change(current), validated first, durably, and applies them to its
+// partitions. mu is held across the read, the change and the write, so two
+// concurrent alterations cannot lose one another.
+func (b *Broker) alterTopicConfigs(name string, change func(map[string]string) (map[string]string, error), validateOnly bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t, ok := b.topics[name]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
 	}
-	if validateOnly {
-		return nil
+	cur := t.load()
+	configs, err := change(cur.configs)
+	if err != nil {
+		return err
 	}
-	rec := topicRecord{Name: t.name, ID: t.id, Partitions: int32(len(t.partitions)), Configs: configs, CreatedMs: b.cfg.Now().UnixMilli()}
+	s, err := resolveTopicSettings(&b.cfg, configs)
+	if err != nil || validateOnly {
+		return err
+	}
+	rec := topicRecord{Name: t.name, ID: t.id, Partitions: int32(len(cur.partitions)), Configs: configs, CreatedMs: b.cfg.Now().UnixMilli()}
 	if err := b.store.putTopic(rec); err != nil {
 		return err
 	}
-	t.configs, t.settings = configs, s
-	for _, p := range t.partitions {
+	t.state.Store(&topicState{configs: configs, settings: s, partitions: cur.partitions})
+	for _, p := range cur.partitions {
 		if err := p.log.SetConfig(s.log); err != nil {
 			return err
 		}
@@ -278,10 +287,14 @@ func (b *Broker) topicNames() []string {
 // partition returns a topic's partition as the handlers see it, or nil
 // when the topic (t may be nil) or the partition does not exist.
 func (t *topic) partition(i int32) replica {
-	if t == nil || i < 0 || int(i) >= len(t.partitions) {
+	if t == nil {
 		return nil
 	}
-	return t.partitions[i]
+	ps := t.load().partitions
+	if i < 0 || int(i) >= len(ps) {
+		return nil
+	}
+	return ps[i]
 }
 
 // removePartitionDir deletes a partition directory and the files in it

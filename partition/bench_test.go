@@ -123,7 +123,7 @@ func BenchmarkAppendBatches(b *testing.B) {
 			b.SetBytes(int64(len(batch) * g.count))
 			var n int64
 			for b.Loop() {
-				_, errs, err := l.AppendBatches(group, 1)
+				_, errs, err := l.AppendBatches(group, 1, 0)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -91,7 +91,7 @@ func (l *Log) logEnd() int64 { return l.active().next }
 func (l *Log) Append(b []byte, leaderEpoch int32) (AppendResult, error) {
 	var res [1]AppendResult
 	var errs [1]error
-	if err := l.appendBatches([][]byte{b}, leaderEpoch, res[:], errs[:]); err != nil {
+	if err := l.appendBatches([][]byte{b}, leaderEpoch, l.now().UnixMilli(), res[:], errs[:]); err != nil {
 		return AppendResult{}, err
 	}
 	return res[0], errs[0]
@@ -100,19 +100,23 @@ func (l *Log) Append(b []byte, leaderEpoch int32) (AppendResult, error) {
 // AppendBatches appends several batches as Append does, one after the
 // other, with one write per segment they land in: what applying a Raft
 // entry that aggregates many produce requests needs, where one syscall per
-// small batch would cap throughput. Each batch is judged on its own: errs[i]
-// says why batch i was refused (it then takes no offsets), results[i] where
-// an accepted one went. The returned error is a storage failure, after which
-// the log refuses writes; batches before it may have been written.
-func (l *Log) AppendBatches(batches [][]byte, leaderEpoch int32) (results []AppendResult, errs []error, err error) {
+// small batch would cap throughput. appendTimeMs is the append time the
+// idempotent-producer table records (producer expiry measures from it);
+// under replication the leader stamps it into the entry so every replica
+// records the same, where Append uses the log's clock. Each batch is judged
+// on its own: errs[i] says why batch i was refused (it then takes no
+// offsets), results[i] where an accepted one went. The returned error is a
+// storage failure, after which the log refuses writes; batches before it
+// may have been written.
+func (l *Log) AppendBatches(batches [][]byte, leaderEpoch int32, appendTimeMs int64) (results []AppendResult, errs []error, err error) {
 	results, errs = make([]AppendResult, len(batches)), make([]error, len(batches))
-	return results, errs, l.appendBatches(batches, leaderEpoch, results, errs)
+	return results, errs, l.appendBatches(batches, leaderEpoch, appendTimeMs, results, errs)
 }
 
 // appendBatches is Append and AppendBatches: validate, deduplicate and
 // stamp each batch, collect the accepted ones for the active segment, and
 // write them with one syscall before a roll and at the end.
-func (l *Log) appendBatches(batches [][]byte, leaderEpoch int32, results []AppendResult, errs []error) error {
+func (l *Log) appendBatches(batches [][]byte, leaderEpoch int32, appendMs int64, results []AppendResult, errs []error) error {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -153,7 +157,7 @@ func (l *Log) appendBatches(batches [][]byte, leaderEpoch int32, results []Appen
 			// Now, not after the write: a later batch of the same
 			// producer in this call must see this one. If the write
 			// fails the log is failed and the table no longer matters.
-			l.producers.update(&h)
+			l.producers.update(&h, appendMs)
 		}
 		l.pending = append(l.pending, pendingBatch{b: b, h: h})
 		pendingBytes += h.Size()
@@ -326,7 +330,7 @@ func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64
 	for pos < size {
 		buf := make([]byte, want)
 		if _, err := seg.log.ReadAt(buf, pos); err != nil && err != io.EOF {
-			return nil, fmt.Errorf("partition: read segment %d at %d: %w", seg.base, pos, err)
+			return nil, &StorageError{Op: fmt.Sprintf("read segment %d at %d", seg.base, pos), Err: err}
 		}
 		// Skip the batches that end before offset.
 		off := int64(0)
@@ -371,7 +375,7 @@ func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64
 					// read it whole.
 					big := make([]byte, bsize)
 					if _, err := seg.log.ReadAt(big, pos+off); err != nil && err != io.EOF {
-						return nil, fmt.Errorf("partition: read segment %d at %d: %w", seg.base, pos+off, err)
+						return nil, &StorageError{Op: fmt.Sprintf("read segment %d at %d", seg.base, pos+off), Err: err}
 					}
 					return big, nil
 				}
@@ -480,8 +484,8 @@ func (l *Log) Producer(id int64) (ProducerState, bool) {
 	return ProducerState{ProducerID: id, Epoch: e.epoch, LastSequence: last.lastSeq, LastOffset: last.lastOffset, LastTimestamp: e.lastTimestamp}, true
 }
 
-// ExpireProducers forgets idempotent producers whose newest batch timestamp
-// is older than nowMs minus ProducerExpiration. The caller supplies the time
+// ExpireProducers forgets idempotent producers whose newest batch was
+// appended before nowMs minus ProducerExpiration. The caller supplies the time
 // so that replicas expire the same producers at the same point in the log.
 // It returns how many were removed.
 func (l *Log) ExpireProducers(nowMs int64) int {

@@ -359,7 +359,7 @@ func TestAppendBatches(t *testing.T) {
 		sizedBatch("big", 1900), // does not fit: rolls first
 		valueBatch("z"),
 	}
-	res, errs, err := l.AppendBatches(batches, 3)
+	res, errs, err := l.AppendBatches(batches, 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

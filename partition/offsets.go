@@ -59,6 +59,10 @@ func (l *Log) OffsetForTimestamp(ts, upTo int64) (TimestampOffset, bool, error) 
 		}
 	}
 	start := l.logStart
+	if l.changed == nil { // closed: the segments' files are closed
+		l.mu.RUnlock()
+		return TimestampOffset{}, false, ErrClosed
+	}
 	if seg != nil {
 		seg.acquire()
 	}
@@ -69,7 +73,7 @@ func (l *Log) OffsetForTimestamp(ts, upTo int64) (TimestampOffset, bool, error) 
 	defer seg.release()
 	return l.searchSegment(seg, pos, size, func(h *BatchHeader) bool {
 		return h.MaxTimestamp >= ts && h.NextOffset() > start
-	}, ts, upTo)
+	}, ts, start, upTo)
 }
 
 // MaxTimestamp answers ListOffsets with timestamp -3 (KIP-734): the offset
@@ -86,6 +90,10 @@ func (l *Log) MaxTimestamp(upTo int64) (TimestampOffset, bool, error) {
 		}
 	}
 	start := l.logStart
+	if l.changed == nil { // closed
+		l.mu.RUnlock()
+		return TimestampOffset{}, false, ErrClosed
+	}
 	if seg != nil {
 		seg.acquire()
 	}
@@ -99,7 +107,7 @@ func (l *Log) MaxTimestamp(upTo int64) (TimestampOffset, bool, error) {
 	defer seg.release()
 	return l.searchSegment(seg, 0, size, func(h *BatchHeader) bool {
 		return h.MaxTimestamp == best && h.NextOffset() > start
-	}, best, upTo)
+	}, best, start, upTo)
 }
 
 // maxTimestampScan finds the largest timestamp below upTo by reading every
@@ -107,6 +115,10 @@ func (l *Log) MaxTimestamp(upTo int64) (TimestampOffset, bool, error) {
 // upTo.
 func (l *Log) maxTimestampScan(upTo int64) (TimestampOffset, bool, error) {
 	l.mu.RLock()
+	if l.changed == nil { // closed
+		l.mu.RUnlock()
+		return TimestampOffset{}, false, ErrClosed
+	}
 	segs := append([]*segment(nil), l.segments...)
 	sizes := make([]int64, len(segs))
 	for i, s := range segs {
@@ -145,13 +157,14 @@ func (l *Log) maxTimestampScan(upTo int64) (TimestampOffset, bool, error) {
 	}
 	return l.searchSegment(best, 0, sizes[i], func(h *BatchHeader) bool {
 		return h.MaxTimestamp == bestTs && h.NextOffset() > start
-	}, bestTs, upTo)
+	}, bestTs, start, upTo)
 }
 
 // searchSegment walks the batch headers of seg from pos and answers with the
 // first batch below upTo that match accepts: its exact record through the
-// injected searcher when there is one, else the batch's base offset.
-func (l *Log) searchSegment(seg *segment, pos, size int64, match func(*BatchHeader) bool, ts, upTo int64) (TimestampOffset, bool, error) {
+// injected searcher when there is one, else the batch's base offset; never
+// an offset below start (a batch may straddle the log start).
+func (l *Log) searchSegment(seg *segment, pos, size int64, match func(*BatchHeader) bool, ts, start, upTo int64) (TimestampOffset, bool, error) {
 	var hit *BatchHeader
 	var hitPos int64
 	_, _, corrupt, ioErr := scanBatches(seg.log, pos, size, -1, false, func(h *BatchHeader, p int64) bool {
@@ -171,7 +184,7 @@ func (l *Log) searchSegment(seg *segment, pos, size int64, match func(*BatchHead
 		return TimestampOffset{}, false, nil
 	}
 	if hit.LogAppendTime() || l.findTs == nil {
-		return TimestampOffset{Offset: hit.BaseOffset, Timestamp: hit.MaxTimestamp}, true, nil
+		return TimestampOffset{Offset: max(hit.BaseOffset, start), Timestamp: hit.MaxTimestamp}, true, nil
 	}
 	batch := make([]byte, hit.Size())
 	if _, err := seg.log.ReadAt(batch, hitPos); err != nil && err != io.EOF {
@@ -181,5 +194,5 @@ func (l *Log) searchSegment(seg *segment, pos, size int64, match func(*BatchHead
 	if err != nil {
 		return TimestampOffset{}, false, fmt.Errorf("partition: search batch at offset %d: %w", hit.BaseOffset, err)
 	}
-	return TimestampOffset{Offset: off, Timestamp: rts}, true, nil
+	return TimestampOffset{Offset: max(off, start), Timestamp: rts}, true, nil
 }

@@ -21,8 +21,11 @@ type producerBatch struct {
 type producerEntry struct {
 	epoch   int16
 	batches []producerBatch // oldest first, at most maxProducerBatches
-	// lastTimestamp is the largest batch MaxTimestamp seen: expiry measures
-	// from it, so every replica expires the same producers.
+	// lastTimestamp is the append time (ms) of the producer's newest batch,
+	// as the appender was told it: a leader-stamped time under replication,
+	// so every replica expires the same producers. Never the client's
+	// CreateTime: a producer replaying old timestamps would lose its state
+	// at once, and its retries would then be written twice.
 	lastTimestamp int64
 }
 
@@ -75,13 +78,13 @@ func (t producerTable) check(h *BatchHeader, logEmpty bool) (*producerBatch, err
 	return nil, nil
 }
 
-// update records an appended idempotent batch (h carries its assigned base
-// offset). It trusts its input: check has run, or the batch comes back from
-// the log during recovery.
-func (t producerTable) update(h *BatchHeader) {
+// update records an idempotent batch appended at appendMs (h carries its
+// assigned base offset). It trusts its input: check has run, or the batch
+// comes back from the log during recovery.
+func (t producerTable) update(h *BatchHeader, appendMs int64) {
 	e := t[h.ProducerID]
 	if e == nil || h.ProducerEpoch != e.epoch {
-		e = &producerEntry{epoch: h.ProducerEpoch, lastTimestamp: h.MaxTimestamp}
+		e = &producerEntry{epoch: h.ProducerEpoch, lastTimestamp: appendMs}
 		t[h.ProducerID] = e
 	}
 	if len(e.batches) == maxProducerBatches {
@@ -94,10 +97,10 @@ func (t producerTable) update(h *BatchHeader) {
 		firstOffset: h.BaseOffset,
 		lastOffset:  h.LastOffset(),
 	})
-	e.lastTimestamp = max(e.lastTimestamp, h.MaxTimestamp)
+	e.lastTimestamp = max(e.lastTimestamp, appendMs)
 }
 
-// expire forgets producers whose last batch timestamp is older than
+// expire forgets producers whose newest batch was appended before
 // nowMs - expirationMs and returns how many it removed.
 func (t producerTable) expire(nowMs, expirationMs int64) int {
 	n := 0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/varvelog/varve/partition/vfs"
 )
@@ -102,7 +103,11 @@ func TestProducerWindowIsFive(t *testing.T) {
 
 func TestProducerStateSurvivesReopenAndExpires(t *testing.T) {
 	fsys := vfs.NewMem()
-	opts := Options{Dir: "/p", FS: fsys}
+	// Expiry measures from the append time (the log's clock), not from the
+	// batches' timestamps, which the client chose: these carry 1000 while
+	// the clock says 5,000,000.
+	clock := time.UnixMilli(5_000_000)
+	opts := Options{Dir: "/p", FS: fsys, Now: func() time.Time { return clock }}
 	l := openTest(t, opts)
 	mustAppend(t, l, idemBatch(3, 2, 0, 2, "a"), 0)
 	if err := l.Checkpoint(0); err != nil {
@@ -126,11 +131,17 @@ func TestProducerStateSurvivesReopenAndExpires(t *testing.T) {
 	if _, err := l.Append(idemBatch(3, 1, 4, 1, "old"), 0); !errors.Is(err, ErrInvalidProducerEpoch) {
 		t.Fatalf("old epoch after reopen: %v", err)
 	}
-	// Batches carry timestamp 1000; expiry is relative to it.
-	if n := l.ExpireProducers(1000 + l.Config().ProducerExpiration.Milliseconds()); n != 0 {
+	exp := l.Config().ProducerExpiration.Milliseconds()
+	if n := l.ExpireProducers(1001 + exp); n != 0 {
+		t.Fatalf("expired %d producers by their client timestamps", n)
+	}
+	if p, _ := l.Producer(3); p.LastTimestamp != 5_000_000 {
+		t.Fatalf("producer's last timestamp %d, want the append time 5000000", p.LastTimestamp)
+	}
+	if n := l.ExpireProducers(5_000_000 + exp); n != 0 {
 		t.Fatalf("expired %d producers at the boundary", n)
 	}
-	if n := l.ExpireProducers(1001 + l.Config().ProducerExpiration.Milliseconds()); n != 1 {
+	if n := l.ExpireProducers(5_000_001 + exp); n != 1 {
 		t.Fatalf("expired %d producers, want 1", n)
 	}
 	if _, ok := l.Producer(3); ok {

@@ -156,6 +156,7 @@ func (l *Log) openSegments() ([]*segment, error) {
 // one. On success l.segments holds the segments; on failure the caller
 // releases both slices.
 func (l *Log) recover(segs []*segment, truncate bool) error {
+	openMs := l.now().UnixMilli()
 	cp, err := readCheckpoint(l.fsys, l.dir)
 	switch {
 	case errors.Is(err, errBadCheckpoint):
@@ -254,7 +255,9 @@ func (l *Log) recover(segs []*segment, truncate bool) error {
 				goodEnd, _, corrupt, ioErr := scanBatches(s.log, s.size, fileSize, s.next, true, func(h *BatchHeader, pos int64) bool {
 					s.observe(h, pos, interval)
 					if h.Idempotent() {
-						l.producers.update(h)
+						// The append time is gone with the crash; the
+						// open time keeps the producer at least as long.
+						l.producers.update(h, openMs)
 					}
 					l.epochs = l.epochs.assign(h.PartitionLeaderEpoch, h.BaseOffset)
 					return true

@@ -33,7 +33,10 @@ func (l *Log) Retain(nowMs int64) (int, error) {
 		s := l.segments[n]
 		bySize := l.cfg.RetentionBytes >= 0 && total-s.size >= l.cfg.RetentionBytes
 		byAge := l.cfg.RetentionAge >= 0 && s.track.maxTs >= 0 && s.track.maxTs < nowMs-l.cfg.RetentionAge.Milliseconds()
-		if !bySize && !byAge {
+		// A segment wholly below the log start (DeleteRecords moved it
+		// while recovery still needed the file) goes too.
+		belowStart := l.segments[n+1].base <= l.logStart
+		if !bySize && !byAge && !belowStart {
 			break
 		}
 		total -= s.size
@@ -41,7 +44,9 @@ func (l *Log) Retain(nowMs int64) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	return n, l.deleteSegmentsLocked(n, l.segments[n].base)
+	// Never backwards: DeleteRecords may have put the log start inside
+	// the first segment kept.
+	return n, l.deleteSegmentsLocked(n, max(l.logStart, l.segments[n].base))
 }
 
 // DeleteRecords moves the log start to offset (DeleteRecords, and the
@@ -233,13 +238,14 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 	if l.cp.recovery <= end && l.cp.producers != nil {
 		t, from = l.cp.producers.clone(), l.cp.recovery
 	}
+	nowMs := l.now().UnixMilli() // append times are not in the log; see recover
 	for _, s := range l.segments {
 		if s.next <= from {
 			continue
 		}
 		_, _, corrupt, ioErr := scanBatches(s.log, 0, s.size, s.base, false, func(h *BatchHeader, _ int64) bool {
 			if h.Idempotent() && h.BaseOffset >= from {
-				t.update(h)
+				t.update(h, nowMs)
 			}
 			return true
 		})

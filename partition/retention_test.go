@@ -318,3 +318,73 @@ func TestStartEpoch(t *testing.T) {
 		t.Fatalf("latest epoch after reopen %d", l.LatestEpoch())
 	}
 }
+
+// TestRetentionNeverMovesTheLogStartBack: DeleteRecords can move the log
+// start past segments it may not delete yet (recovery still needs them);
+// retention later deletes them, and must not move the start back to a
+// segment base below it.
+func TestRetentionNeverMovesTheLogStartBack(t *testing.T) {
+	cfg := smallSegments()
+	l := openTest(t, Options{Dir: "/back", FS: vfs.NewMem(), Config: cfg})
+	for i := range 40 {
+		mustAppend(t, l, sizedBatch(fmt.Sprint(i), 300), 0)
+	}
+	if err := l.Checkpoint(1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 40; i < 80; i++ { // past the checkpoint
+		mustAppend(t, l, sizedBatch(fmt.Sprint(i), 300), 0)
+	}
+	if _, err := l.DeleteRecords(60); err != nil {
+		t.Fatal(err)
+	}
+	if l.LogStartOffset() != 60 || l.Segments()[0] > 40 {
+		t.Fatalf("log start %d, segments %v: segments past the checkpoint must stay", l.LogStartOffset(), l.Segments())
+	}
+	if err := l.Checkpoint(2); err != nil {
+		t.Fatal(err)
+	}
+	// A size limit that deletes just the first segment: the old code set
+	// the log start to the second segment's base, far below 60.
+	cfg.RetentionBytes = l.Size() - 1000
+	cfg.RetentionAge = -1
+	if err := l.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.Retain(0); err != nil || n == 0 {
+		t.Fatalf("retention deleted %d segments (%v)", n, err)
+	}
+	if got := l.LogStartOffset(); got != 60 {
+		t.Fatalf("log start %d after retention, want it to stay at 60", got)
+	}
+	if _, err := l.Read(59, 100, 80); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("read below the start after retention: %v", err)
+	}
+	// Segments wholly below the start go even without size or age limits.
+	cfg.RetentionBytes = -1
+	if err := l.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Retain(0); err != nil {
+		t.Fatal(err)
+	}
+	if segs := l.Segments(); segs[0] > 60 || segs[1] <= 60 {
+		t.Fatalf("segments %v: want the first to be the one holding 60", segs)
+	}
+}
+
+func TestTimestampLookupNeverBelowTheLogStart(t *testing.T) {
+	l := openTest(t, Options{Dir: "/clamp", FS: vfs.NewMem(), FindTimestamp: testSearcher})
+	var recs []testRecord
+	for i := range 5 {
+		recs = append(recs, testRecord{value: []byte(fmt.Sprint(i)), tsDelta: int64(i)})
+	}
+	mustAppend(t, l, makeBatch(batchSpec{baseTimestamp: 100, records: recs}), 0) // offsets 0-4
+	if _, err := l.DeleteRecords(3); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := l.OffsetForTimestamp(0, l.LogEndOffset())
+	if err != nil || !ok || got.Offset != 3 {
+		t.Fatalf("lookup inside a batch straddling the log start: %+v %v %v, want offset 3", got, ok, err)
+	}
+}

@@ -332,7 +332,13 @@ func RemoveDir(fsys vfs.FS, dir string) error {
 	if fsys == nil {
 		fsys = vfs.OS{}
 	}
-	return removeTree(fsys, path.Clean(dir))
+	dir = path.Clean(dir)
+	for _, d := range []string{dir + restoreSuffix, dir + oldSuffix, dir} {
+		if err := removeTree(fsys, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeTree removes a directory and what is in it, and syncs its parent.
