@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/varvelog/varve/partition/vfs"
 )
 
 // metaFile is the identity of a data directory, written once at first start
@@ -47,42 +49,14 @@ func loadOrFormat(dir string, nodeID int32) (metaFile, error) {
 		return metaFile{}, fmt.Errorf("broker: read %s: %w", path, err)
 	}
 	m := metaFile{Version: 1, NodeID: nodeID, ClusterID: newClusterID(), DirectoryID: newClusterID()}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := vfs.MkdirAllDurable(vfs.OS{}, dir); err != nil {
 		return m, err
 	}
 	data, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeFileDurably(path, data); err != nil {
+	if err := vfs.WriteFileAtomic(vfs.OS{}, dir, metaFileName, data); err != nil {
 		return m, fmt.Errorf("broker: write %s: %w", path, err)
 	}
 	return m, nil
-}
-
-func writeFileDurably(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // newClusterID is Kafka's format: 16 random bytes, base64url without

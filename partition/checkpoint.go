@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
-	"os"
 	"path"
 
 	"github.com/varvelog/varve/partition/vfs"
@@ -14,7 +13,6 @@ import (
 
 const (
 	checkpointName    = "checkpoint"
-	checkpointTmpName = "checkpoint.tmp"
 	checkpointMagic   = "VCKP"
 	checkpointVersion = 1
 	// checkpointHeader: magic, version u16, body crc32c u32, body length u32.
@@ -141,35 +139,17 @@ func decodeCheckpoint(b []byte) (*checkpointState, error) {
 	return c, nil
 }
 
-// writeCheckpoint replaces the checkpoint file durably: write a temporary
-// file, fsync it, rename it over the old one, fsync the directory. A crash at
-// any step leaves either the old checkpoint or the new one.
+// writeCheckpoint replaces the checkpoint file durably (vfs.WriteFileAtomic:
+// temporary file, fsync, rename, directory fsync). A crash at any step
+// leaves either the old checkpoint or the new one.
 func writeCheckpoint(fsys vfs.FS, dir string, c *checkpointState) error {
-	tmp := path.Join(dir, checkpointTmpName)
-	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(c.encode())
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return werr
-	}
-	if err := fsys.Rename(tmp, path.Join(dir, checkpointName)); err != nil {
-		return err
-	}
-	return fsys.SyncDir(dir)
+	return vfs.WriteFileAtomic(fsys, dir, checkpointName, c.encode())
 }
 
 // readCheckpoint returns the checkpoint, nil when there is none, or
 // errBadCheckpoint when it is unreadable.
 func readCheckpoint(fsys vfs.FS, dir string) (*checkpointState, error) {
-	b, err := readWholeFile(fsys, path.Join(dir, checkpointName))
+	b, err := vfs.ReadFile(fsys, path.Join(dir, checkpointName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -177,23 +157,6 @@ func readCheckpoint(fsys vfs.FS, dir string) (*checkpointState, error) {
 		return nil, err
 	}
 	return decodeCheckpoint(b)
-}
-
-func readWholeFile(fsys vfs.FS, name string) ([]byte, error) {
-	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	n, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, 0); err != nil && n > 0 {
-		return nil, err
-	}
-	return b, nil
 }
 
 // reader decodes big-endian fields and remembers the first overrun.

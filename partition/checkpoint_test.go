@@ -31,7 +31,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, c)
 	}
 	fsys := vfs.NewMem()
-	if err := createDirDurably(fsys, "/d"); err != nil {
+	if err := vfs.MkdirAllDurable(fsys, "/d"); err != nil {
 		t.Fatal(err)
 	}
 	if err := writeCheckpoint(fsys, "/d", c); err != nil {

@@ -49,7 +49,7 @@ func Open(opts Options) (*Log, error) {
 	if err := finishRestore(l.fsys, l.dir); err != nil {
 		return nil, fmt.Errorf("partition: finish an interrupted restore of %s: %w", l.dir, err)
 	}
-	if err := createDirDurably(l.fsys, l.dir); err != nil {
+	if err := vfs.MkdirAllDurable(l.fsys, l.dir); err != nil {
 		return nil, fmt.Errorf("partition: create %s: %w", l.dir, err)
 	}
 	segs, err := l.openSegments()
@@ -66,37 +66,6 @@ func Open(opts Options) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-// createDirDurably creates dir and any missing parents, and fsyncs the parent
-// of each directory it created: a new directory's name is durable only once
-// its parent is synced, and a log whose directory vanished in a crash would
-// lose synced batches.
-func createDirDurably(fsys vfs.FS, dir string) error {
-	var missing []string
-	for d := dir; ; d = path.Dir(d) {
-		if _, err := fsys.Stat(d); err == nil {
-			break
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		missing = append(missing, d)
-		if d == path.Dir(d) {
-			break
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := fsys.SyncDir(path.Dir(missing[i])); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // openSegments opens every segment file in the directory, in offset order,
@@ -420,7 +389,7 @@ func (l *Log) loadRecoverySegment(s *segment, cp *checkpointState) error {
 // readIndexFile returns an index file's bytes; ok is false when it is
 // missing or unreadable (it is then rebuilt).
 func readIndexFile(fsys vfs.FS, name string) ([]byte, bool) {
-	b, err := readWholeFile(fsys, name)
+	b, err := vfs.ReadFile(fsys, name)
 	if err != nil {
 		return nil, false
 	}

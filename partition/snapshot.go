@@ -131,7 +131,7 @@ func pinFiles(fsys vfs.FS, dir, snapDir string, files []snapshotFile, position u
 	if _, err := fsys.Stat(snapDir); err == nil {
 		return fs.ErrExist
 	}
-	if err := createDirDurably(fsys, snapDir); err != nil {
+	if err := vfs.MkdirAllDurable(fsys, snapDir); err != nil {
 		return err
 	}
 	for _, f := range files {
@@ -140,34 +140,10 @@ func pinFiles(fsys vfs.FS, dir, snapDir string, files []snapshotFile, position u
 		}
 	}
 	m := (&Snapshot{position: position, files: files}).header()
-	if err := writeFileDurably(fsys, snapDir, snapshotManifest, m); err != nil {
+	if err := vfs.WriteFileAtomic(fsys, snapDir, snapshotManifest, m); err != nil {
 		return err
 	}
 	return fsys.SyncDir(snapDir)
-}
-
-// writeFileDurably writes dir/name through a temporary file, fsync and
-// rename, then syncs the directory.
-func writeFileDurably(fsys vfs.FS, dir, name string, b []byte) error {
-	tmp := path.Join(dir, name+".tmp")
-	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(b)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return werr
-	}
-	if err := fsys.Rename(tmp, path.Join(dir, name)); err != nil {
-		return err
-	}
-	return fsys.SyncDir(dir)
 }
 
 // header is the stream header, which is also the manifest file:
@@ -285,7 +261,7 @@ func OpenSnapshot(fsys vfs.FS, dir, name string) (*Snapshot, error) {
 		fsys = vfs.OS{}
 	}
 	sdir := path.Join(dir, snapshotsDir, name)
-	b, err := readWholeFile(fsys, path.Join(sdir, snapshotManifest))
+	b, err := vfs.ReadFile(fsys, path.Join(sdir, snapshotManifest))
 	if err != nil {
 		return nil, fmt.Errorf("partition: snapshot %s: %w", name, err)
 	}
@@ -404,7 +380,7 @@ func receiveSnapshot(fsys vfs.FS, dir string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if err := createDirDurably(fsys, dir); err != nil {
+	if err := vfs.MkdirAllDurable(fsys, dir); err != nil {
 		return err
 	}
 	for _, f := range files {
@@ -412,7 +388,7 @@ func receiveSnapshot(fsys vfs.FS, dir string, r io.Reader) error {
 			return fmt.Errorf("partition: restore %s: %w", f.name, err)
 		}
 	}
-	if err := writeFileDurably(fsys, dir, restoreComplete, nil); err != nil {
+	if err := vfs.WriteFileAtomic(fsys, dir, restoreComplete, nil); err != nil {
 		return err
 	}
 	return fsys.SyncDir(dir)

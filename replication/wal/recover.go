@@ -42,7 +42,7 @@ func Open(opts Options) (*Log, error) {
 		noSync:   opts.NoSync,
 		logger:   opts.Logger.With("dir", dir),
 	}
-	if err := createDirDurably(l.fsys, dir); err != nil {
+	if err := vfs.MkdirAllDurable(l.fsys, dir); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
 	if err := l.recover(); err != nil {
@@ -52,36 +52,6 @@ func Open(opts Options) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-// createDirDurably creates dir and any missing parents, and fsyncs the parent
-// of each directory it created: a directory whose name was not synced can
-// vanish in a crash with every fsynced segment in it.
-func createDirDurably(fsys vfs.FS, dir string) error {
-	var missing []string
-	for d := dir; ; d = path.Dir(d) {
-		if _, err := fsys.Stat(d); err == nil {
-			break
-		} else if !isNotExist(err) {
-			return err
-		}
-		missing = append(missing, d)
-		if d == path.Dir(d) {
-			break
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := fsys.SyncDir(path.Dir(missing[i])); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // recover reads the meta and stable files, opens and scans every segment,
@@ -182,7 +152,7 @@ func (l *Log) recover() error {
 // ignored with a warning: the first index then comes from the first
 // segment, which resurrects only compacted (committed) entries.
 func (l *Log) readMeta() error {
-	b, err := readWholeFile(l.fsys, path.Join(l.dir, metaFile))
+	b, err := vfs.ReadFile(l.fsys, path.Join(l.dir, metaFile))
 	if isNotExist(err) {
 		return nil
 	}
@@ -206,7 +176,7 @@ func (l *Log) readMeta() error {
 // a term or a vote.
 func (l *Log) readStable() error {
 	l.kv = map[string][]byte{}
-	b, err := readWholeFile(l.fsys, path.Join(l.dir, stableFile))
+	b, err := vfs.ReadFile(l.fsys, path.Join(l.dir, stableFile))
 	if isNotExist(err) {
 		return nil
 	}

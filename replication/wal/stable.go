@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"io/fs"
 	"maps"
-	"os"
 	"path"
 	"slices"
 
@@ -42,7 +40,7 @@ func (l *Log) Set(key, val []byte) error {
 		next = map[string][]byte{}
 	}
 	next[string(key)] = append([]byte{}, val...)
-	if err := writeFileAtomic(l.fsys, l.dir, stableFile, encodeStable(next)); err != nil {
+	if err := vfs.WriteFileAtomic(l.fsys, l.dir, stableFile, encodeStable(next)); err != nil {
 		return l.fail("write "+path.Join(l.dir, stableFile), err)
 	}
 	l.kvMu.Lock()
@@ -89,7 +87,7 @@ func (l *Log) writeMetaLocked(first uint64) error {
 	b = be.AppendUint16(b, 0)
 	b = be.AppendUint64(b, first)
 	b = be.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	if err := writeFileAtomic(l.fsys, l.dir, metaFile, b); err != nil {
+	if err := vfs.WriteFileAtomic(l.fsys, l.dir, metaFile, b); err != nil {
 		return l.fail("write "+path.Join(l.dir, metaFile), err)
 	}
 	l.metaFirst = first
@@ -161,50 +159,6 @@ func decodeStable(b []byte) (map[string][]byte, error) {
 		return nil, bad("trailing bytes")
 	}
 	return kv, nil
-}
-
-// writeFileAtomic replaces dir/name with data durably: write name.tmp, fsync
-// it, rename it over name, fsync the directory. A crash leaves the old or
-// the new contents, never a mix; Open removes a leftover name.tmp.
-func writeFileAtomic(fsys vfs.FS, dir, name string, data []byte) error {
-	tmp := path.Join(dir, name+tmpSuffix)
-	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := fsys.Rename(tmp, path.Join(dir, name)); err != nil {
-		return err
-	}
-	return fsys.SyncDir(dir)
-}
-
-// readWholeFile returns a file's bytes; a missing file is fs.ErrNotExist.
-func readWholeFile(fsys vfs.FS, name string) ([]byte, error) {
-	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, size)
-	if n, err := f.ReadAt(b, 0); err != nil && !(errors.Is(err, io.EOF) && n == len(b)) {
-		return nil, err
-	}
-	return b, nil
 }
 
 // isNotExist reports a missing file.
