@@ -50,10 +50,13 @@
 // point it was written has MaxTimestamp <= ts, and the batch at rel reached
 // ts. Timestamps never decrease; relative offsets strictly increase.
 //
-// The index files are written from memory at checkpoints, when a segment is
-// sealed (then fsynced, so a sealed segment's indexes are complete), and at
-// Close. They are derived data: recovery trusts only what it can check, and
-// rebuilds the rest from batch headers.
+// The index files are written from memory, and fsynced, by every checkpoint
+// (and at Close), outside the append lock; a checkpoint never records a
+// recovery point past a segment whose index files it has not completed, so
+// every sealed segment below the recovery point has complete indexes. Rolling
+// a segment fsyncs its data but leaves its index files to the next
+// checkpoint. They are derived data: recovery trusts only what it can check,
+// and rebuilds the rest from batch headers.
 //
 // # Checkpoint
 //
@@ -87,7 +90,9 @@
 // # Durability
 //
 // Append writes to the page cache. Sync fsyncs (fdatasync) the segments
-// written since the last Sync. Checkpoint also writes the checkpoint. New
+// written since the last Sync. Checkpoint also writes the index files and the
+// checkpoint. Both hold the append lock only to copy what they will make
+// durable, so appends never wait for an fsync. New
 // segment files are created and the directory fsynced before any batch goes
 // into them; deletions and truncations are followed by a directory fsync.
 // A failed write, fsync or file operation is sticky: the log refuses every
