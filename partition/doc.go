@@ -92,9 +92,9 @@
 // Append writes to the page cache. Sync fsyncs (fdatasync) the segments
 // written since the last Sync. Checkpoint also writes the index files and the
 // checkpoint. Both hold the append lock only to copy what they will make
-// durable, so appends never wait for an fsync. New
-// segment files are created and the directory fsynced before any batch goes
-// into them; deletions and truncations are followed by a directory fsync.
+// durable, so appends never wait for an fsync. New segment files are
+// created and the directory fsynced before any batch goes into them;
+// deletions and truncations are followed by a directory fsync.
 // A failed write, fsync or file operation is sticky: the log refuses every
 // later write with a *StorageError (Kafka's KAFKA_STORAGE_ERROR) and never
 // retries the fsync, because after a failed fsync the kernel may have
