@@ -34,6 +34,10 @@ type Config struct {
 	// DefaultPartitions is num.partitions, used by auto-creation and by
 	// CreateTopics with -1 partitions. Default 1.
 	DefaultPartitions int32
+	// MaxPartitions caps the partitions this broker holds in total, so
+	// CreateTopics and CreatePartitions cannot make it open files without
+	// bound (POLICY_VIOLATION past it). Default 10,000.
+	MaxPartitions int
 	// TopicDefaults are the log settings of a topic that sets none.
 	// Default partition.DefaultConfig().
 	TopicDefaults partition.Config
@@ -84,6 +88,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DefaultPartitions == 0 {
 		c.DefaultPartitions = 1
+	}
+	if c.MaxPartitions == 0 {
+		c.MaxPartitions = 10_000
 	}
 	if c.TopicDefaults == (partition.Config{}) {
 		c.TopicDefaults = partition.DefaultConfig()
@@ -139,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultPartitions < 1 {
 		errs = append(errs, fmt.Errorf("default partitions %d below 1", c.DefaultPartitions))
+	}
+	if c.MaxPartitions < 1 {
+		errs = append(errs, fmt.Errorf("max partitions %d below 1", c.MaxPartitions))
 	}
 	if err := c.TopicDefaults.Validate(); err != nil {
 		errs = append(errs, err)

@@ -103,11 +103,12 @@ func (b *Broker) checkTopicSpec(spec *topicSpec) (topicSettings, error) {
 	}
 	b.mu.RLock()
 	_, exists := b.topics[spec.name]
+	budget := b.checkPartitionBudgetLocked(int(spec.partitions))
 	b.mu.RUnlock()
 	if exists {
 		return s, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
 	}
-	return s, nil
+	return s, budget
 }
 
 // createTopic creates a topic: its partitions' directories first, then the
@@ -125,6 +126,9 @@ func (b *Broker) createTopic(spec topicSpec) (*topic, error) {
 	}
 	if _, exists := b.topics[spec.name]; exists {
 		return nil, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
+	}
+	if err := b.checkPartitionBudgetLocked(int(spec.partitions)); err != nil {
+		return nil, err
 	}
 	t := &topic{name: spec.name, id: newTopicID(), internal: internalTopic(spec.name)}
 	st := &topicState{configs: spec.configs, settings: s}
@@ -197,6 +201,9 @@ func (b *Broker) createPartitions(name string, total int32, validateOnly bool) e
 	if total <= have || total > maxPartitionsPerTopic {
 		return fmt.Errorf("%w: topic %q has %d partitions, asked for %d", ErrInvalidPartitions, name, have, total)
 	}
+	if err := b.checkPartitionBudgetLocked(int(total - have)); err != nil {
+		return err
+	}
 	if validateOnly {
 		return nil
 	}
@@ -254,6 +261,19 @@ func (b *Broker) alterTopicConfigs(name string, change func(map[string]string) (
 		if err := p.log.SetConfig(s.log); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkPartitionBudgetLocked refuses adding more partitions than
+// Config.MaxPartitions allows in total. mu is held (for reading suffices).
+func (b *Broker) checkPartitionBudgetLocked(adding int) error {
+	held := 0
+	for _, t := range b.topics {
+		held += len(t.load().partitions)
+	}
+	if held+adding > b.cfg.MaxPartitions {
+		return fmt.Errorf("%w: %d more partitions would make %d, over this broker's limit of %d", ErrPolicyViolation, adding, held+adding, b.cfg.MaxPartitions)
 	}
 	return nil
 }

@@ -556,3 +556,32 @@ func TestOffsetForLeaderEpochOnEmptyPartition(t *testing.T) {
 		t.Fatalf("answer %+v, want epoch 0 ending at 0", p)
 	}
 }
+
+// TestPartitionLimit: a client cannot make the broker open partitions
+// without bound; past the limit CreateTopics, its validate-only form and
+// CreatePartitions answer POLICY_VIOLATION and create nothing.
+func TestPartitionLimit(t *testing.T) {
+	c := NewCluster(t, WithConfig(func(cfg *broker.Config) { cfg.MaxPartitions = 5 }))
+	adm := c.Admin(t)
+	ctx := testContext(t, 10*time.Second)
+	createTopic(t, adm, "a", 3, nil)
+	if _, err := adm.CreateTopic(ctx, 3, 1, nil, "b"); !errors.Is(err, kerr.PolicyViolation) {
+		t.Fatalf("create past the limit: %v", err)
+	}
+	vresp, err := adm.ValidateCreateTopics(ctx, 3, 1, nil, "b")
+	if err != nil || !errors.Is(vresp["b"].Err, kerr.PolicyViolation) {
+		t.Fatalf("validate-only create past the limit: %v %v", err, vresp["b"].Err)
+	}
+	resp, err := adm.UpdatePartitions(ctx, 6, "a")
+	if err == nil {
+		err = resp["a"].Err
+	}
+	if !errors.Is(err, kerr.PolicyViolation) {
+		t.Fatalf("grow past the limit: %v", err)
+	}
+	createTopic(t, adm, "b", 2, nil) // exactly at the limit
+	tds, err := c.Admin(t).ListTopics(ctx)
+	if err != nil || len(tds["a"].Partitions) != 3 || len(tds["b"].Partitions) != 2 {
+		t.Fatalf("topics after the refusals: %+v %v", tds, err)
+	}
+}
