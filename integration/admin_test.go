@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -213,7 +214,7 @@ func TestClusterIdentityAndMetadata(t *testing.T) {
 		t.Fatalf("metadata: cluster %q controller %d brokers %v", id, meta.Controller, meta.Brokers)
 	}
 	host, port, _ := net.SplitHostPort(c.Addr())
-	if b := meta.Brokers[0]; b.Host != host || b.Port != mustAtoi(t, port) || b.NodeID != 1 {
+	if b := meta.Brokers[0]; b.Host != host || strconv.Itoa(int(b.Port)) != port || b.NodeID != 1 {
 		t.Fatalf("broker advertised as %+v, want %s", b, c.Addr())
 	}
 	for _, p := range meta.Topics["md"].Partitions {
@@ -355,15 +356,6 @@ func TestLogAppendTimeTopic(t *testing.T) {
 	if len(recs) != 1 || !recs[0].Timestamp.After(before) || recs[0].Attrs.TimestampType() != 1 {
 		t.Fatalf("record %+v (produced at %v), want a broker timestamp after %v", recs[0], r.Timestamp, before)
 	}
-}
-
-func mustAtoi(t *testing.T, s string) int32 {
-	t.Helper()
-	var n int32
-	for _, c := range s {
-		n = n*10 + int32(c-'0')
-	}
-	return n
 }
 
 func val(c kadm.Config) string { return c.MaybeValue() }

@@ -335,9 +335,7 @@ func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64
 		// Skip the batches that end before offset.
 		off := int64(0)
 		for off+lastOffsetEnd <= int64(len(buf)) {
-			base := int64(binary.BigEndian.Uint64(buf[off:]))
-			bsize := int64(int32(binary.BigEndian.Uint32(buf[off+offBatchLength:]))) + logOverhead
-			last := base + int64(int32(binary.BigEndian.Uint32(buf[off+offLastOffsetDelta:])))
+			_, bsize, last := batchBounds(buf[off:])
 			if bsize < BatchHeaderSize || pos+off+bsize > size {
 				return nil, fmt.Errorf("%w: segment %d has a bad batch at position %d", ErrCorruptBatch, seg.base, pos+off)
 			}
@@ -360,8 +358,7 @@ func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64
 		first := off
 		total := int64(0)
 		for off+lastOffsetEnd <= int64(len(buf)) {
-			base := int64(binary.BigEndian.Uint64(buf[off:]))
-			bsize := int64(int32(binary.BigEndian.Uint32(buf[off+offBatchLength:]))) + logOverhead
+			base, bsize, _ := batchBounds(buf[off:])
 			if bsize < BatchHeaderSize || pos+off+bsize > size {
 				// A damaged length in a segment recovery trusted (the
 				// first batch passed the same check above): return the
@@ -387,6 +384,15 @@ func readBatches(seg *segment, pos, size, offset int64, maxBytes int, upTo int64
 		return buf[first : first+total], nil
 	}
 	return nil, nil
+}
+
+// batchBounds reads a batch's base offset, size and last offset from the
+// first lastOffsetEnd bytes of b, without validating anything.
+func batchBounds(b []byte) (base, size, last int64) {
+	base = int64(binary.BigEndian.Uint64(b[offBaseOffset:]))
+	size = int64(int32(binary.BigEndian.Uint32(b[offBatchLength:]))) + logOverhead
+	last = base + int64(int32(binary.BigEndian.Uint32(b[offLastOffsetDelta:])))
+	return base, size, last
 }
 
 // Wait blocks until the log end passes offset (LogEndOffset() > offset), the

@@ -3,7 +3,6 @@ package partition
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -444,5 +443,3 @@ func (l *Log) removeSegmentFiles(s *segment) error {
 	}
 	return nil
 }
-
-var _ = io.EOF
