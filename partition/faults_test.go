@@ -286,18 +286,7 @@ func reopenDamaged(t *testing.T, opts Options, m *plModel, want int) {
 	if st, err := os.Stat(segFile(opts, last, logExt)); err != nil || st.Size() != size {
 		t.Fatalf("active segment %d on disk: %v; want %d bytes, cut after batch %d", last, err, size, want-1)
 	}
-	for range 3 {
-		m.append(l)
-	}
-	m.verify(l)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l = mustOpen(t, opts)
-	m.verify(l)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	m.appendVerifyReopen(l, opts)
 }
 
 // TestCorruptSegmentTail damages the tail of the log on the real

@@ -422,6 +422,25 @@ func truncateWantStart(t []wantEpoch, start int64) []wantEpoch {
 // verify checks everything the log answers against the model: bounds, the
 // bytes at every offset, reads of several batches, leader epochs,
 // timestamps and producer state.
+// appendVerifyReopen is how every crash test ends: the recovered log takes
+// more appends, matches the model, closes cleanly, and matches it again
+// after a reopen.
+func (m *plModel) appendVerifyReopen(l *Log, opts Options) {
+	m.t.Helper()
+	for range 3 {
+		m.append(l)
+	}
+	m.verify(l)
+	if err := l.Close(); err != nil {
+		m.t.Fatal(err)
+	}
+	l = mustOpen(m.t, opts)
+	m.verify(l)
+	if err := l.Close(); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
 func (m *plModel) verify(l *Log) {
 	m.t.Helper()
 	end, start := m.end(), m.start

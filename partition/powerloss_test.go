@@ -223,16 +223,7 @@ func TestPowerLossDuringRoll(t *testing.T) {
 				if !slices.Equal(segs, withNew) && (done || !slices.Equal(segs, segsBefore)) {
 					t.Fatalf("segments %v after a crash at operation %d of the roll at %d (completed %v), before %v", segs, at, rolled, done, segsBefore)
 				}
-				for range 3 {
-					m.append(l)
-				}
-				m.verify(l)
-				if err := l.Close(); err != nil {
-					t.Fatal(err)
-				}
-				l = mustOpen(t, opts)
-				m.verify(l)
-				_ = l.Close()
+				m.appendVerifyReopen(l, opts)
 				return done, ops
 			}
 			_, total := run(t, 0)
@@ -453,16 +444,7 @@ func TestPowerLossAroundDeleteRecords(t *testing.T) {
 				}
 				m.start = start
 				m.recovered(l, false)
-				for range 3 {
-					m.append(l)
-				}
-				m.verify(l)
-				if err := l.Close(); err != nil {
-					t.Fatal(err)
-				}
-				l = mustOpen(t, opts)
-				m.verify(l)
-				_ = l.Close()
+				m.appendVerifyReopen(l, opts)
 				return ops, wantStart
 			}
 			total, newStart := run(t, 0, 0)
