@@ -129,14 +129,7 @@ func (b *Broker) appendBatch(ctx context.Context, settings *topicSettings, p rep
 	if len(batch) == 0 {
 		return res, fmt.Errorf("%w: no records", partition.ErrInvalidRecord)
 	}
-	h, err := partition.ParseBatchHeader(batch)
-	if err != nil {
-		return res, err
-	}
-	if h.Size() < int64(len(batch)) && h.Size() >= partition.BatchHeaderSize {
-		return res, fmt.Errorf("%w: more than one batch for one partition", partition.ErrInvalidRecord)
-	}
-	h, err = partition.ValidateBatch(batch, settings.log.MaxBatchBytes)
+	h, err := partition.ValidateBatch(batch, settings.log.MaxBatchBytes)
 	if err != nil {
 		return res, err
 	}

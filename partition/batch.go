@@ -122,7 +122,8 @@ func ParseBatchHeader(b []byte) (BatchHeader, error) {
 //
 // Checks, in order, each with the error Kafka would answer:
 //   - a header is present and batchLength is non-negative and matches len(b):
-//     ErrCorruptBatch (CORRUPT_MESSAGE);
+//     ErrCorruptBatch (CORRUPT_MESSAGE), except that room for a second batch
+//     after the first is ErrInvalidRecord (INVALID_RECORD: one batch only);
 //   - the size limit: ErrMessageTooLarge (MESSAGE_TOO_LARGE), checked before
 //     the CRC so an oversized batch costs no checksum;
 //   - magic 2 (magic 0 and 1 are valid Kafka formats this log does not
@@ -143,7 +144,11 @@ func ValidateBatch(b []byte, maxBytes int) (BatchHeader, error) {
 	if h.Length < BatchHeaderSize-logOverhead {
 		return h, fmt.Errorf("%w: batch length %d is shorter than a header", ErrCorruptBatch, h.Length)
 	}
-	if h.Size() != int64(len(b)) {
+	if rest := int64(len(b)) - h.Size(); rest >= BatchHeaderSize {
+		// Room for another batch after this one: Kafka takes one batch per
+		// partition and answers INVALID_RECORD, not CORRUPT_MESSAGE.
+		return h, fmt.Errorf("%w: more than one batch (%d bytes follow the first)", ErrInvalidRecord, rest)
+	} else if rest != 0 {
 		return h, fmt.Errorf("%w: batch length %d does not match the %d bytes given", ErrCorruptBatch, h.Length, len(b)-logOverhead)
 	}
 	if maxBytes > 0 && len(b) > maxBytes {

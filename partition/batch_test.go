@@ -29,6 +29,7 @@ func TestValidateBatch(t *testing.T) {
 		{"short header", good[:BatchHeaderSize-1], 0, ErrCorruptBatch},
 		{"truncated body", good[:len(good)-1], 0, ErrCorruptBatch},
 		{"trailing bytes", append(append([]byte(nil), good...), 0), 0, ErrCorruptBatch},
+		{"two batches", append(append([]byte(nil), good...), good...), 0, ErrInvalidRecord},
 		{"negative length", edit(func(b []byte) []byte { binary.BigEndian.PutUint32(b[offBatchLength:], math.MaxUint32); return b }), 0, ErrCorruptBatch},
 		{"length below header", edit(func(b []byte) []byte { binary.BigEndian.PutUint32(b[offBatchLength:], 10); return b }), 0, ErrCorruptBatch},
 		{"over limit", good, len(good) - 1, ErrMessageTooLarge},
