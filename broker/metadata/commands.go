@@ -1,0 +1,175 @@
+package metadata
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Command type numbers: the first byte of an encoded command. Never reuse or
+// renumber one; a new command takes the next number.
+const (
+	typeRegisterBroker      byte = 1
+	typeCreateTopic         byte = 2
+	typeDeleteTopic         byte = 3
+	typeCreatePartitions    byte = 4
+	typeAlterConfigs        byte = 5
+	typeSetLeader           byte = 6
+	typeAllocateProducerIDs byte = 7
+)
+
+// commandVersion is the second byte of every command this build writes and
+// the only one it reads. A new version of a command is gated by a cluster
+// feature level so that no broker is sent a version it cannot apply.
+const commandVersion byte = 1
+
+// Limits that keep one command from exhausting every broker at once (a
+// command that is applied is re-applied on every restart). They are bounds
+// of the state machine, not policy: the broker applies its own, lower ones.
+const (
+	MaxPartitions      = 1 << 16 // partitions of one topic
+	MaxProducerIDBlock = 1 << 20 // ids in one AllocateProducerIDs
+)
+
+// RegisterBroker adds a broker, or replaces the registration of its id.
+type RegisterBroker struct {
+	Broker Broker `json:"broker"`
+}
+
+// CreateTopic creates a topic. ID and CreatedMs are stamped by the proposer.
+// With an empty Assignment the replicas are placed automatically; with one,
+// it names the replicas of every partition (len(Assignment) == Partitions)
+// and ReplicationFactor is either unset (0 or negative: Kafka sends -1) or
+// the length of each list.
+type CreateTopic struct {
+	Name              string            `json:"name"`
+	ID                TopicID           `json:"id"`
+	Partitions        int32             `json:"partitions"`
+	ReplicationFactor int16             `json:"replication_factor"`
+	Assignment        [][]int32         `json:"assignment,omitempty"`
+	Configs           map[string]string `json:"configs,omitempty"`
+	CreatedMs         int64             `json:"created_ms"`
+}
+
+// DeleteTopic deletes a topic by name.
+type DeleteTopic struct {
+	Name string `json:"name"`
+}
+
+// CreatePartitions grows a topic to Total partitions. Assignment, when not
+// empty, names the replicas of the new partitions only.
+type CreatePartitions struct {
+	Name       string    `json:"name"`
+	Total      int32     `json:"total"`
+	Assignment [][]int32 `json:"assignment,omitempty"`
+}
+
+// AlterConfigs replaces the topic's explicit configs (nil or empty: none).
+type AlterConfigs struct {
+	Name    string            `json:"name"`
+	Configs map[string]string `json:"configs,omitempty"`
+}
+
+// SetLeader publishes the leader of one partition, proposed by that leader
+// once it is ready to serve. Epoch is the partition group's Raft term.
+type SetLeader struct {
+	Topic     TopicID `json:"topic"`
+	Partition int32   `json:"partition"`
+	Leader    int32   `json:"leader"`
+	Epoch     int32   `json:"epoch"`
+}
+
+// AllocateProducerIDs reserves a block of Count producer ids.
+type AllocateProducerIDs struct {
+	Count int64 `json:"count"`
+}
+
+// Encode encodes one of the command types above (value or pointer) as
+// type byte, version byte, JSON body.
+func Encode(cmd any) ([]byte, error) {
+	var t byte
+	switch c := cmd.(type) {
+	case RegisterBroker, *RegisterBroker:
+		t = typeRegisterBroker
+	case CreateTopic, *CreateTopic:
+		t = typeCreateTopic
+	case DeleteTopic, *DeleteTopic:
+		t = typeDeleteTopic
+	case CreatePartitions, *CreatePartitions:
+		t = typeCreatePartitions
+	case AlterConfigs, *AlterConfigs:
+		t = typeAlterConfigs
+	case SetLeader, *SetLeader:
+		t = typeSetLeader
+	case AllocateProducerIDs, *AllocateProducerIDs:
+		t = typeAllocateProducerIDs
+	default:
+		return nil, fmt.Errorf("%w: cannot encode %T", ErrInvalidCommand, c)
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+	}
+	if string(body) == "null" {
+		return nil, fmt.Errorf("%w: cannot encode a nil %T", ErrInvalidCommand, cmd)
+	}
+	return append([]byte{t, commandVersion}, body...), nil
+}
+
+// Decode decodes what Encode produced and returns the command as a value
+// (RegisterBroker, CreateTopic, ...). Anything else is an error wrapping
+// ErrInvalidCommand: an unknown type or version, a body that is not one
+// JSON object of the command's fields, or trailing bytes.
+func Decode(b []byte) (any, error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than the header", ErrInvalidCommand, len(b))
+	}
+	if b[1] != commandVersion {
+		return nil, fmt.Errorf("%w: type %d version %d, this build reads version %d", ErrInvalidCommand, b[0], b[1], commandVersion)
+	}
+	body := b[2:]
+	switch b[0] {
+	case typeRegisterBroker:
+		return decodeBody[RegisterBroker](b[0], body)
+	case typeCreateTopic:
+		return decodeBody[CreateTopic](b[0], body)
+	case typeDeleteTopic:
+		return decodeBody[DeleteTopic](b[0], body)
+	case typeCreatePartitions:
+		return decodeBody[CreatePartitions](b[0], body)
+	case typeAlterConfigs:
+		return decodeBody[AlterConfigs](b[0], body)
+	case typeSetLeader:
+		return decodeBody[SetLeader](b[0], body)
+	case typeAllocateProducerIDs:
+		return decodeBody[AllocateProducerIDs](b[0], body)
+	}
+	return nil, fmt.Errorf("%w: unknown type %d", ErrInvalidCommand, b[0])
+}
+
+func decodeBody[T any](t byte, body []byte) (any, error) {
+	var v T
+	if err := decodeStrict(body, &v); err != nil {
+		return nil, fmt.Errorf("%w: type %d: %w", ErrInvalidCommand, t, err)
+	}
+	return v, nil
+}
+
+// decodeStrict decodes exactly one JSON object with known fields only.
+func decodeStrict(b []byte, v any) error {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '{' {
+		return errors.New("body is not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
