@@ -33,13 +33,14 @@ const (
 	frameSnapshotAbort
 )
 
-// RPC kinds, shared by a request and its response.
+// RPC kinds, shared by a request and its response. The numbering is part of the wire format.
 const (
 	rpcAppendEntries byte = 1 + iota
 	rpcRequestVote
 	rpcRequestPreVote
 	rpcInstallSnapshot
 	rpcTimeoutNow
+	rpcCall // Mux.Call: not raft's, carries no RPCHeader and names no group (see call.go)
 )
 
 // Connection kinds named in the handshake.
@@ -172,6 +173,11 @@ func appendMessage(b []byte, msg any) ([]byte, byte, error) {
 		return appendHeader(b, &m.RPCHeader), rpcTimeoutNow, nil
 	case *raft.TimeoutNowResponse:
 		return appendHeader(b, &m.RPCHeader), rpcTimeoutNow, nil
+	case *callRequest:
+		b = appendString(b, m.Method)
+		return appendBytes(b, m.Body), rpcCall, nil
+	case *callResponse:
+		return appendBytes(b, m.Body), rpcCall, nil
 	}
 	return b, 0, fmt.Errorf("transport: cannot encode %T", msg)
 }
@@ -370,12 +376,17 @@ func newMessage(kind byte, response bool) (any, error) {
 		return new(raft.TimeoutNowRequest), nil
 	case kind == rpcTimeoutNow:
 		return new(raft.TimeoutNowResponse), nil
+	case kind == rpcCall && !response:
+		return new(callRequest), nil
+	case kind == rpcCall:
+		return new(callResponse), nil
 	}
 	return nil, errMalformed
 }
 
 // decodeInto decodes one message into out, which must be a pointer to one of the ten raft message
-// types. The caller provides out so that a response lands directly in the struct raft handed us.
+// types or to a callRequest or callResponse. The caller provides out so that a response lands
+// directly in the struct raft handed us.
 func (d *decoder) decodeInto(out any) {
 	switch m := out.(type) {
 	case *raft.AppendEntriesRequest:
@@ -435,6 +446,13 @@ func (d *decoder) decodeInto(out any) {
 		d.header(&m.RPCHeader)
 	case *raft.TimeoutNowResponse:
 		d.header(&m.RPCHeader)
+	case *callRequest:
+		// The method name is bounded only by the frame (as the body is): d.string checks its length
+		// against the bytes left before copying.
+		m.Method = d.string(len(d.b))
+		m.Body = d.bytes()
+	case *callResponse:
+		m.Body = d.bytes()
 	default:
 		d.fail()
 	}

@@ -52,17 +52,31 @@ func fullMessages() []any {
 	}
 }
 
+// callMessages returns Call requests and responses: nil, empty and non-empty bodies, an empty
+// method, and a body past aliasMin (the size at which the reader hands decoders an owned buffer).
+func callMessages() []any {
+	return []any{
+		&callRequest{Method: "metadata.CreateTopic", Body: []byte(`{"name":"orders"}`)},
+		&callRequest{Method: "m", Body: []byte{}},
+		&callRequest{},
+		&callRequest{Method: "big", Body: bytes.Repeat([]byte{0x5a}, aliasMin+1)},
+		&callResponse{Body: []byte("ok")},
+		&callResponse{Body: []byte{}},
+		&callResponse{},
+	}
+}
+
 func isResponse(m any) bool {
 	switch m.(type) {
 	case *raft.AppendEntriesResponse, *raft.RequestVoteResponse, *raft.RequestPreVoteResponse,
-		*raft.InstallSnapshotResponse, *raft.TimeoutNowResponse:
+		*raft.InstallSnapshotResponse, *raft.TimeoutNowResponse, *callResponse:
 		return true
 	}
 	return false
 }
 
 func TestCodecRoundTrip(t *testing.T) {
-	for _, msg := range fullMessages() {
+	for _, msg := range append(fullMessages(), callMessages()...) {
 		t.Run(fmt.Sprintf("%T", msg), func(t *testing.T) {
 			b, kind, err := appendMessage(nil, msg)
 			if err != nil {
@@ -367,11 +381,16 @@ func footprint(f parsedFrame) int {
 	n := 256 + len(f.data) + 64*len(f.ids)
 	for _, m := range f.msgs {
 		n += 256
-		if a, ok := m.(*raft.AppendEntriesRequest); ok {
+		switch a := m.(type) {
+		case *raft.AppendEntriesRequest:
 			n += len(a.Entries) * int(unsafe.Sizeof(raft.Log{})+8)
 			for _, l := range a.Entries {
 				n += len(l.Data) + len(l.Extensions)
 			}
+		case *callRequest:
+			n += len(a.Method) + len(a.Body)
+		case *callResponse:
+			n += len(a.Body)
 		}
 	}
 	return n
@@ -401,6 +420,14 @@ func seedFrames() [][]byte {
 		// Hostile: a count of 2^62 entries in a tiny frame, and a length beyond the maximum.
 		append(binary.BigEndian.AppendUint32(nil, 12), frameHeartbeats, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0, 0),
 		binary.BigEndian.AppendUint32(nil, 0xffffffff),
+	)
+	// Calls, after the rest so that regenerating the corpus keeps the older seeds' file names.
+	req, _ := appendRequest(nil, 40, "", &callRequest{Method: "metadata.CreateTopic", Body: []byte("orders")})
+	seeds = append(seeds, req,
+		appendResponse(nil, 40, rpcCall, &callResponse{Body: []byte{}}, nil),
+		appendResponse(nil, 41, rpcCall, nil, fmt.Errorf("metadata: topic exists")),
+		// Hostile: a method length of 2^62 in a tiny frame.
+		append(binary.BigEndian.AppendUint32(nil, 13), frameRequest, 1, 0, rpcCall, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f),
 	)
 	return seeds
 }

@@ -32,10 +32,14 @@ var errPeerSilent = errors.New("transport: peer silent past the rpc timeout")
 // errTimeout is what an RPC returns when no answer came within Config.RPCTimeout.
 var errTimeout = errors.New("transport: rpc timed out")
 
-// RemoteError is an error answered by the peer (its raft, or "unknown group" from its transport).
-type RemoteError struct{ Msg string }
+// RemoteError is an error the peer answered instead of a result: its raft's, its Call handler's,
+// or its transport's refusal ("unknown group", no Call handler, too many concurrent Calls). A
+// failure to reach the peer (dial, handshake, cut connection, timeout) is an ordinary error, never
+// a RemoteError, so a caller can tell "the peer said no" from "the peer did not answer". The sender
+// truncates Message to 4 KiB.
+type RemoteError struct{ Message string }
 
-func (e *RemoteError) Error() string { return e.Msg }
+func (e *RemoteError) Error() string { return "remote: " + e.Message }
 
 // wire is one live TCP connection in either direction: a write queue drained by one writer goroutine
 // and one reader goroutine. Frames are queued already encoded; the writer batches everything queued
@@ -274,6 +278,9 @@ type call struct {
 	sent int64 // unix nanos
 	err  error
 	done chan struct{}
+	// handlerPaced marks a Call: its answer waits on the peer's handler, which may legitimately take
+	// longer than RPCTimeout, so its timing out does not prove the peer silent.
+	handlerPaced bool
 }
 
 func newCall(id uint64, kind byte, resp any) *call {
@@ -381,7 +388,7 @@ func (cc *clientConn) abandon(c *call, reason error) error {
 	}
 	if reason == errTimeout {
 		cc.m.stats.timeouts.Add(1)
-		if cc.lastRecv.Load() < c.sent {
+		if cc.lastRecv.Load() < c.sent && !c.handlerPaced {
 			cc.close(errPeerSilent)
 		}
 	}
@@ -445,7 +452,7 @@ func (cc *clientConn) handleResponse(d *decoder) {
 	if status == statusError {
 		msg := d.string(maxErrLen)
 		if c != nil {
-			c.complete(&RemoteError{Msg: msg})
+			c.complete(&RemoteError{Message: msg})
 		}
 		return
 	}

@@ -14,7 +14,7 @@
 //
 // For each peer address a Mux dials, lazily, two connections:
 //
-//   - control: RequestVote, RequestPreVote, TimeoutNow and heartbeats. A heartbeat is an
+//   - control: RequestVote, RequestPreVote, TimeoutNow, heartbeats and Calls. A heartbeat is an
 //     AppendEntries with Term != 0, a leader address, PrevLogEntry == PrevLogTerm == 0, no entries
 //     and LeaderCommitIndex == 0 (the test NetworkTransport uses): it carries no log position.
 //   - data: every other AppendEntries, empty ones included (they carry an optimistic PrevLogIndex
@@ -59,7 +59,7 @@
 //
 //	type 1 hello            magic, minVersion, maxVersion, kind:byte, clusterID, addr
 //	type 2 helloAck         magic, version (0 = refused), reason:string
-//	type 3 request          id:uvarint, group:string, kind:byte, message
+//	type 3 request          id:uvarint, group:string (empty for a Call), kind:byte, message
 //	type 4 response         item
 //	type 5 heartbeats       count:uvarint, count x (id, group:string, AppendEntriesRequest)
 //	type 6 heartbeat resps  count:uvarint, count x item
@@ -68,16 +68,21 @@
 //	type 9 snapshot abort   id:uvarint, reason:string (dialer to listener)
 //	item = id:uvarint, status:byte, then status 0: kind:byte, message; status 1: error:string
 //
-// RPC kinds: 1 AppendEntries, 2 RequestVote, 3 RequestPreVote, 4 InstallSnapshot, 5 TimeoutNow.
-// Every message starts with the RPCHeader (ProtocolVersion:varint, ID:bytes, Addr:bytes), then its
-// fields in raft's declaration order: uint64 as uvarint, int and int64 as varint, []byte as bytes.
-// AppendEntriesRequest: Term, Leader, PrevLogEntry, PrevLogTerm, LeaderCommitIndex, Entries as
-// uvarint(count+1) (0 = nil) then each raft.Log: Index, Term, Type:byte, Data, Extensions,
-// AppendedAt as varint Unix seconds and uvarint nanoseconds (the zero time round-trips). The other
-// messages carry every field raft v1.8 defines, deprecated ones included (Leader, Candidate,
-// Peers). Request ids are unique per Mux and only need to be unique per connection. A frame type
-// or RPC kind the receiver does not know closes the connection, so adding one needs a new
-// protocol version, negotiated in the handshake.
+// RPC kinds: 1 AppendEntries, 2 RequestVote, 3 RequestPreVote, 4 InstallSnapshot, 5 TimeoutNow,
+// 6 Call. Every raft message starts with the RPCHeader (ProtocolVersion:varint, ID:bytes,
+// Addr:bytes), then its fields in raft's declaration order: uint64 as uvarint, int and int64 as
+// varint, []byte as bytes. AppendEntriesRequest: Term, Leader, PrevLogEntry, PrevLogTerm,
+// LeaderCommitIndex, Entries as uvarint(count+1) (0 = nil) then each raft.Log: Index, Term,
+// Type:byte, Data, Extensions, AppendedAt as varint Unix seconds and uvarint nanoseconds (the zero
+// time round-trips). The other raft messages carry every field raft v1.8 defines, deprecated ones
+// included (Leader, Candidate, Peers). A Call is not raft's and has no RPCHeader: its request
+// message is method:string then body:bytes, its response message is body:bytes, so nil and empty
+// bodies both round-trip; a handler's error is an item with status 1. A Call request names the
+// empty group and travels on a control connection; a Call naming a group or on a data connection
+// closes the connection. Request ids are unique per Mux and only need to be unique per
+// connection. A frame type or RPC kind the receiver does not know closes the connection, so adding
+// one needs a new protocol version, negotiated in the handshake (Call joined version 1 before any
+// release).
 //
 // # Flow control and limits
 //
@@ -86,7 +91,9 @@
 //     have the peer close a connection every group shares, so MaxAppendEntries times the largest
 //     entry must stay below it. Counts are checked against the bytes left in the frame (a count of
 //     2^62 in a 10-byte frame is refused), so decoding allocates in proportion to the frame; FuzzDecode
-//     checks this. Group ids are at most 1,024 bytes, cluster ids 255, error strings 4 KiB.
+//     checks this. Group ids are at most 1,024 bytes, cluster ids 255, error strings 4 KiB. Call
+//     method names and bodies are bounded by the frame only; a Call handler's answer too large
+//     for a frame is replaced by an error.
 //   - Pipelines: at most Config.PipelineDepth (8) AppendEntries per (group, follower) sent and not
 //     yet consumed by raft, and at most Config.MaxInflightBytes (8 MiB) of them (a single larger
 //     request still goes when the pipeline is empty). The depth was chosen with
@@ -116,16 +123,32 @@
 //
 // An RPC without an answer within Config.RPCTimeout (5 s) fails; raft retries or backs off. If a
 // timed-out RPC's connection has received nothing at all since the RPC was sent, the connection is
-// closed (a blackholed peer never fails a write). A socket write blocked for RPCTimeout fails its
-// connection, as does a frame whose body does not arrive within RPCTimeout of its first byte (an
-// idle connection has no deadline). A snapshot stream that stalls for RPCTimeout fails on both
-// sides; the final InstallSnapshot answer may take RPCTimeout plus 1 s per 16 MiB (the follower
-// restores its FSM before answering). None of this blocks other peers: each (peer, kind) has its
-// own connection, writer and reader, and callers wait only on their own RPC. Mux.Close closes the
-// listener and every connection, fails outstanding RPCs with raft.ErrTransportShutdown and waits
-// for every goroutine it started. GroupTransport.Close (raft calls it on Shutdown) and
-// Mux.RemoveGroup detach one group: its outstanding RPCs fail, its pipelines close, and peers get
-// "unknown group" answers.
+// closed (a blackholed peer never fails a write); a Call that times out does not count, its handler
+// may just be slow. A socket write blocked for RPCTimeout fails its connection, as does a frame
+// whose body does not arrive within RPCTimeout of its first byte (an idle connection has no
+// deadline). A snapshot stream that stalls for RPCTimeout fails on both sides; the final
+// InstallSnapshot answer may take RPCTimeout plus 1 s per 16 MiB (the follower restores its FSM
+// before answering). None of this blocks other peers: each (peer, kind) has its own connection,
+// writer and reader, and callers wait only on their own RPC. Mux.Close closes the listener and
+// every connection, fails outstanding RPCs and Calls with raft.ErrTransportShutdown, cancels
+// running Call handlers' contexts and waits for every goroutine it started, those handlers
+// included. GroupTransport.Close (raft calls it on Shutdown) and Mux.RemoveGroup detach one group:
+// its outstanding RPCs fail, its pipelines close, and peers get "unknown group" answers.
+//
+// # Calls
+//
+// Mux.Call is a generic request/response between brokers, not part of raft: the broker forwards
+// commands to the metadata Raft leader with it ("create this topic", "allocate producer ids").
+// It rides the control connection so it never queues behind AppendEntries. The listener's reader
+// only decodes it and starts Config.Handler on a goroutine of its own (through Mux.goFunc), so a
+// slow handler delays neither votes and heartbeats nor other Calls; at most 64 handlers run at
+// once per inbound connection (so per peer), and a Call beyond that is answered with an error at
+// once. Handlers get a context cancelled when their connection dies or the Mux closes. A caller
+// waits until its ctx ends, or RPCTimeout when ctx has no deadline; then it gets ctx.Err() (or a
+// timeout error) and the late answer is dropped: the handler is not told and may still carry the
+// command out. The handler's error comes back as a *RemoteError (status 1 in the response item),
+// as do the listener's refusals (no handler, too many Calls); failing to reach the peer or to get
+// an answer is an ordinary error.
 //
 // # Acknowledged index
 //
@@ -138,10 +161,11 @@
 // # Goroutines and locks
 //
 // Per connection: one reader and one writer. Per group: a dispatch goroutine while its inbound
-// queue is non-empty. Per pipeline: one goroutine that waits for answers in order. All are started
-// through Mux.goFunc, which refuses after Close, and Close waits for them. Lock order: Mux.mu, then
-// peerLink.mu, then wire.mu; pipeline.mu before wire.mu. Mux.gmu (the group map),
-// GroupTransport.mu, snapSend.mu and snapRecv.mu are not held while taking another lock.
+// queue is non-empty. Per pipeline: one goroutine that waits for answers in order. Per inbound
+// control connection: up to 64 Call handlers. All are started through Mux.goFunc, which refuses
+// after Close, and Close waits for them. Lock order: Mux.mu, then peerLink.mu, then wire.mu;
+// pipeline.mu before wire.mu. Mux.gmu (the group map), GroupTransport.mu, snapSend.mu and
+// snapRecv.mu are not held while taking another lock.
 //
 // # Files
 //
@@ -149,5 +173,5 @@
 // mux.go the Mux, its Config and the listener; conn.go a connection's reader and writer and the
 // client side's call matching; dial.go dialing and redial backoff; server.go the listening side;
 // group.go the per-group raft.Transport and inbound queue; pipeline.go AppendEntries pipelines;
-// snapshot.go InstallSnapshot streaming.
+// snapshot.go InstallSnapshot streaming; call.go Mux.Call and the serving of Calls.
 package transport

@@ -50,12 +50,17 @@ func putBuf(b *[]byte) {
 
 // sizeHint estimates a message's encoded size, so the frame buffer is sized once.
 func sizeHint(msg any) int {
-	if a, ok := msg.(*raft.AppendEntriesRequest); ok {
-		n := 96 + len(a.ID) + len(a.Addr) + len(a.Leader)
-		for _, l := range a.Entries {
+	switch m := msg.(type) {
+	case *raft.AppendEntriesRequest:
+		n := 96 + len(m.ID) + len(m.Addr) + len(m.Leader)
+		for _, l := range m.Entries {
 			n += 48 + len(l.Data) + len(l.Extensions)
 		}
 		return n
+	case *callRequest:
+		return 32 + len(m.Method) + len(m.Body)
+	case *callResponse:
+		return 32 + len(m.Body)
 	}
 	return 512
 }

@@ -48,6 +48,17 @@ type Config struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Logger receives connection-level events. Nil discards.
 	Logger *slog.Logger
+	// Handler serves Calls from peers. Nil refuses every Call with an error. It runs on a goroutine
+	// of its own per Call (at most 64 at once per peer connection; beyond that Calls are refused at
+	// once), so it may block, but it must return when ctx ends: ctx is cancelled when the
+	// connection to the caller dies or the Mux closes, Mux.Close waits for running handlers, and
+	// what a handler returns after its ctx ended is not sent (the caller's connection fails). A
+	// caller giving up does not cancel ctx (there is no cancel message on the wire); the answer
+	// is then dropped. from is the caller's advertised address as it named itself in the handshake
+	// (checked only by cluster id). body belongs to the handler. A non-nil error is the answer,
+	// whatever the returned bytes: the caller gets a *RemoteError with its text (truncated to
+	// 4 KiB). An answer that would exceed MaxFrameSize is replaced by such an error.
+	Handler func(ctx context.Context, from raft.ServerAddress, method string, body []byte) ([]byte, error)
 
 	DialTimeout      time.Duration // dial + handshake; default DefaultDialTimeout
 	RPCTimeout       time.Duration // default DefaultRPCTimeout

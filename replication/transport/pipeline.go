@@ -146,14 +146,18 @@ func (p *pipeline) Close() error {
 		return nil
 	}
 	p.closed = true
-	ids := make([]uint64, 0, len(p.inflight))
+	calls := make([]*call, 0, len(p.inflight))
 	for _, f := range p.inflight {
-		ids = append(ids, f.call.id)
+		calls = append(calls, f.call)
 	}
 	p.mu.Unlock()
 	close(p.closeCh)
-	for _, id := range ids {
-		p.cc.forget(id)
+	// Taking a call out of the pending map makes us its owner, who must complete it: run may be
+	// in abandon for the same call (its timer fired as we closed), waiting on done.
+	for _, c := range calls {
+		if p.cc.forget(c.id) {
+			c.complete(raft.ErrPipelineShutdown)
+		}
 	}
 	p.g.mu.Lock()
 	delete(p.g.pipes, p)

@@ -2,10 +2,12 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -19,12 +21,22 @@ var errUnknownGroup = errors.New("transport: unknown group")
 type serverConn struct {
 	wire
 	streams map[uint64]*snapRecv // InstallSnapshot streams by request id, under wire.mu
+
+	// Call handlers (control connections only, see call.go): callCtx is cancelled when the
+	// connection closes or the Mux does; calls counts the handlers running, capped at maxCalls.
+	callCtx    context.Context
+	cancelCall context.CancelFunc
+	calls      atomic.Int32
 }
 
 func newServerConn(m *Mux, nc net.Conn, br *bufio.Reader, peer raft.ServerAddress, kind byte) *serverConn {
 	sc := &serverConn{streams: make(map[uint64]*snapRecv)}
 	sc.init(m, nc, br, peer, kind, "in")
-	sc.onClose = sc.abortStreams
+	sc.callCtx, sc.cancelCall = context.WithCancel(m.ctx)
+	sc.onClose = func(err error) {
+		sc.cancelCall()
+		sc.abortStreams(err)
+	}
 	return sc
 }
 
@@ -58,7 +70,7 @@ func (sc *serverConn) handle(typ byte, body []byte, owned bool) error {
 			return err
 		}
 		if s := sc.takeStream(id); s != nil {
-			s.fail(&RemoteError{Msg: "transport: snapshot aborted by sender: " + reason})
+			s.fail(&RemoteError{Message: "transport: snapshot aborted by sender: " + reason})
 		}
 		return nil
 	}
@@ -70,6 +82,13 @@ func (sc *serverConn) handleRequest(d *decoder, size int) error {
 	msg := d.request(kind)
 	if err := d.finish(); err != nil {
 		return err
+	}
+	if req, ok := msg.(*callRequest); ok {
+		if sc.kind != connControl || group != "" {
+			return errors.New("transport: Call on a data connection or naming a group")
+		}
+		sc.serveCall(id, req)
+		return nil
 	}
 	g := sc.m.group(group)
 	if g == nil {
