@@ -245,6 +245,50 @@ func crashNode(n *node, rng *rand.Rand, seen map[*node]bool) {
 	n.diverged = false
 }
 
+// CrashClone returns a new filesystem holding what a power loss now would
+// leave (as Crash describes, torn tails chosen by rng), while m itself
+// carries on untouched. Tests use it to kill a process abruptly: the
+// victim keeps running against m until it is stopped, and its successor
+// starts on the clone, so nothing the victim does after this instant can
+// reach the successor's disk.
+func (m *Mem) CrashClone(rng *rand.Rand) *Mem {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c := NewMem()
+	c.root = cloneDurable(m.root, rng, map[*node]*node{})
+	return c
+}
+
+// cloneDurable copies n's durable state; copies maps originals to their
+// copies, so hard links stay shared.
+func cloneDurable(n *node, rng *rand.Rand, copies map[*node]*node) *node {
+	if c, ok := copies[n]; ok {
+		return c
+	}
+	if n.isDir {
+		c := newDir()
+		copies[n] = c
+		names := make([]string, 0, len(n.durable))
+		for name := range n.durable {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			child := cloneDurable(n.durable[name], rng, copies)
+			c.entries[name], c.durable[name] = child, child
+		}
+		return c
+	}
+	keep := n.synced
+	if rng != nil && len(n.data) > len(n.synced) && bytes.HasPrefix(n.data, n.synced) {
+		tail := n.data[len(n.synced):]
+		keep = n.data[:len(n.synced)+rng.IntN(len(tail)+1)]
+	}
+	c := &node{data: bytes.Clone(keep), synced: bytes.Clone(keep)}
+	copies[n] = c
+	return c
+}
+
 // cloneEntries copies a directory's entry map; the result is never nil so it
 // can be written to.
 func cloneEntries(src map[string]*node) map[string]*node {
