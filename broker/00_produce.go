@@ -14,7 +14,11 @@ package broker
 // the broker's time stamped (and the CRC recomputed) first. acks=0 gets no
 // response; if any partition failed, the connection is closed instead, as
 // Kafka does, so the client refreshes its metadata. acks=1 and acks=all
-// are answered once the batch is appended; every answer carries the log
+// are answered once the batch is committed by a majority of the
+// partition's Raft group and applied on the leader; a broker that is not
+// the ready leader answers NOT_LEADER_OR_FOLLOWER (with the leader it knows
+// from v10), and so does a write whose fate became unknown (leadership lost
+// mid-flight). Every answer carries the log
 // start offset, which franz-go reads to tell retention from data loss.
 // Transactional produce is refused: transactions do not exist yet.
 
@@ -105,11 +109,18 @@ func (b *Broker) producePartition(ctx context.Context, t *topic, rp kmsg.Produce
 		sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 		return
 	}
-	sp.LogStartOffset = p.LogStartOffset()
 	settings := &t.load().settings
-	res, err := b.appendBatch(ctx, settings, p, rp.Records)
+	_, err := p.Ready() // before the (costly) record checks
+	var res appendResult
+	if err == nil {
+		sp.LogStartOffset = p.LogStartOffset()
+		res, err = b.appendBatch(ctx, settings, p, rp.Records)
+	}
 	if err != nil {
 		sp.ErrorCode, sp.ErrorMessage = errorFields(err)
+		if l, e, ok := leaderHint(err); ok {
+			sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = l, e
+		}
 		return
 	}
 	sp.BaseOffset, sp.LogStartOffset = res.BaseOffset, res.LogStartOffset

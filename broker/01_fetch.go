@@ -131,10 +131,17 @@ func (b *Broker) fetchOnce(r *kmsg.FetchRequest, maxBytes int64) (*kmsg.FetchRes
 // fetchPartition fills one partition's answer and returns the bytes read
 // and the channel that signals new data.
 func (b *Broker) fetchPartition(p replica, rp *kmsg.FetchRequestTopicPartition, sp *kmsg.FetchResponseTopicPartition, total, maxBytes int64) (int64, <-chan struct{}) {
+	epoch, err := p.Ready()
+	if err != nil {
+		sp.ErrorCode = errorCode(err)
+		if l, e, ok := leaderHint(err); ok {
+			sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = l, e
+		}
+		return 0, nil
+	}
 	changed := p.Changed()
 	start, hw := p.LogStartOffset(), p.HighWatermark()
 	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = hw, hw, start
-	epoch := p.LeaderEpoch()
 	switch {
 	case rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < epoch:
 		sp.ErrorCode = kerr.FencedLeaderEpoch.Code

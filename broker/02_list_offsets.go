@@ -44,7 +44,11 @@ func handleListOffsets(b *Broker, _ context.Context, req *protocol.Request) (kms
 }
 
 func (b *Broker) listOffset(p replica, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
-	epoch := p.LeaderEpoch()
+	epoch, err := p.Ready()
+	if err != nil {
+		sp.ErrorCode = errorCode(err)
+		return
+	}
 	switch {
 	case rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < epoch:
 		sp.ErrorCode = kerr.FencedLeaderEpoch.Code

@@ -2,18 +2,22 @@ package broker
 
 // Metadata (key 3), v0-12.
 //
-// Lists this broker (the only one) with the address of the listener the
-// request arrived on, and the topics asked for (all when the list is null,
-// or empty before v1). Topic ids are real (v10+), leader epochs are the
-// partitions' epochs (v7+). A missing topic is created only when the
-// request allows it (always for v0-3, AllowAutoTopicCreation from v4) and
-// the broker's auto.create.topics.enable is on; otherwise
-// UNKNOWN_TOPIC_OR_PARTITION. A topic asked for by id (v10+) that does not
-// exist is UNKNOWN_TOPIC_ID.
+// Every broker answers from its copy of the metadata group's state: the
+// registered brokers with the address of the listener the request arrived
+// on, the metadata leader as controller, and the topics asked for (all
+// when the list is null, or empty before v1). Partition leaders and epochs
+// are those the leaders published (epoch = Raft term, never going down); a
+// partition without one answers LEADER_NOT_AVAILABLE with leader -1 and
+// epoch -1. ISR is the replica set while there is a leader. A missing
+// topic is created only when the request allows it (always for v0-3,
+// AllowAutoTopicCreation from v4) and auto.create.topics.enable is on;
+// otherwise UNKNOWN_TOPIC_OR_PARTITION. A topic asked for by id (v10+)
+// that does not exist is UNKNOWN_TOPIC_ID.
 
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -21,12 +25,12 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleMetadata(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleMetadata(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.MetadataRequest)
 	resp := r.ResponseKind().(*kmsg.MetadataResponse)
-	resp.Brokers = []kmsg.MetadataResponseBroker{b.brokerEntry(req.Conn.Listener)}
+	resp.Brokers = b.brokerEntries(req.Conn.Listener)
 	resp.ClusterID = &b.clusterID
-	resp.ControllerID = b.cfg.NodeID
+	resp.ControllerID = b.machine.Leader()
 
 	allowCreate := r.Version < 4 || r.AllowAutoTopicCreation
 	var topics []*topic
@@ -53,7 +57,7 @@ func handleMetadata(b *Broker, _ context.Context, req *protocol.Request) (kmsg.R
 		case rt.Topic == nil:
 			err = ErrInvalidRequest
 		default:
-			t, err = b.topicForMetadata(*rt.Topic, allowCreate)
+			t, err = b.topicForMetadata(ctx, *rt.Topic, allowCreate)
 		}
 		if err != nil {
 			mt := kmsg.NewMetadataResponseTopic()
@@ -69,7 +73,7 @@ func handleMetadata(b *Broker, _ context.Context, req *protocol.Request) (kmsg.R
 
 // topicForMetadata finds a topic, creating it when auto-creation is both
 // allowed by the request and enabled on the broker.
-func (b *Broker) topicForMetadata(name string, allowCreate bool) (*topic, error) {
+func (b *Broker) topicForMetadata(ctx context.Context, name string, allowCreate bool) (*topic, error) {
 	if t := b.lookupTopic(name); t != nil {
 		return t, nil
 	}
@@ -79,7 +83,9 @@ func (b *Broker) topicForMetadata(name string, allowCreate bool) (*topic, error)
 	if !allowCreate || !b.cfg.AutoCreateTopics || internalTopic(name) {
 		return nil, ErrUnknownTopic
 	}
-	t, err := b.createTopic(topicSpec{name: name, partitions: -1, replicationFactor: -1})
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	t, err := b.createTopic(ctx, topicSpec{name: name, partitions: -1, replicationFactor: -1})
 	if errors.Is(err, ErrTopicExists) {
 		t = b.lookupTopic(name)
 		err = nil
@@ -97,12 +103,16 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 	for _, p := range t.load().partitions {
 		mp := kmsg.NewMetadataResponseTopicPartition()
 		mp.Partition = p.index
-		mp.Leader = b.cfg.NodeID
-		mp.LeaderEpoch = p.LeaderEpoch()
-		mp.Replicas = []int32{b.cfg.NodeID}
-		mp.ISR = []int32{b.cfg.NodeID}
-		if p.log.Err() != nil {
-			mp.ErrorCode = kerr.KafkaStorageError.Code
+		mp.Leader, mp.LeaderEpoch = p.part.Leader, p.part.LeaderEpoch
+		mp.Replicas = p.part.Replicas
+		mp.ISR = []int32{}
+		if mp.Leader < 0 {
+			mp.Leader, mp.LeaderEpoch = -1, -1
+			mp.ErrorCode = kerr.LeaderNotAvailable.Code
+		} else {
+			mp.ISR = p.part.Replicas
+		}
+		if p.g != nil && p.g.Log().Err() != nil {
 			mp.OfflineReplicas = []int32{b.cfg.NodeID}
 		}
 		mt.Partitions = append(mt.Partitions, mp)
@@ -110,16 +120,26 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 	return mt
 }
 
-// brokerEntry is this broker as the given listener advertises it.
-func (b *Broker) brokerEntry(listener string) kmsg.MetadataResponseBroker {
-	b.mu.RLock()
-	hp := b.advertised[listener]
-	b.mu.RUnlock()
-	mb := kmsg.NewMetadataResponseBroker()
-	mb.NodeID, mb.Host, mb.Port = b.cfg.NodeID, hp.host, hp.port
-	if b.cfg.Rack != "" {
-		rack := b.cfg.Rack
-		mb.Rack = &rack
+// brokerEntries lists every registered broker as the given listener
+// advertises it (a broker without that listener is left out: a client
+// could not reach it).
+func (b *Broker) brokerEntries(listener string) []kmsg.MetadataResponseBroker {
+	st := b.meta.State()
+	out := []kmsg.MetadataResponseBroker{}
+	for _, id := range st.BrokerIDs() {
+		br := st.Brokers[id]
+		for _, l := range br.Listeners {
+			if l.Name != listener {
+				continue
+			}
+			mb := kmsg.NewMetadataResponseBroker()
+			mb.NodeID, mb.Host, mb.Port = id, l.Host, l.Port
+			if br.Rack != "" {
+				rack := br.Rack
+				mb.Rack = &rack
+			}
+			out = append(out, mb)
+		}
 	}
-	return mb
+	return out
 }

@@ -2,9 +2,13 @@ package broker
 
 // CreateTopics (key 19), v2-7.
 //
-// NumPartitions -1 takes the broker default; ReplicationFactor must be 1
-// or -1 on a single broker; manual replica assignments must name only this
-// broker. Configs are validated against the topic config table
+// NumPartitions -1 takes the broker default, ReplicationFactor -1 the
+// smaller of 3 and the number of brokers; manual replica assignments name
+// registered brokers, the first of each list its preferred leader. The
+// topic is created through the metadata group (forwarded to its leader)
+// and the answer comes once this broker's metadata has it; partition
+// leaders are elected moments later (LEADER_NOT_AVAILABLE until then).
+// Configs are validated against the topic config table
 // (INVALID_CONFIG names the key). ValidateOnly checks without creating.
 // v5+ answers with the topic id, partition count, replication factor and
 // the topic's configs.
@@ -16,11 +20,14 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/varvelog/varve/broker/metadata"
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleCreateTopics(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleCreateTopics(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.CreateTopicsRequest)
+	ctx, cancel := requestContext(ctx, r.TimeoutMillis)
+	defer cancel()
 	resp := r.ResponseKind().(*kmsg.CreateTopicsResponse)
 	seen := map[string]int{}
 	for _, rt := range r.Topics {
@@ -30,11 +37,11 @@ func handleCreateTopics(b *Broker, _ context.Context, req *protocol.Request) (km
 		st := kmsg.NewCreateTopicsResponseTopic()
 		st.Topic = rt.Topic
 		st.NumPartitions, st.ReplicationFactor = -1, -1
-		t, spec, err := b.createTopicFromRequest(&rt, r.ValidateOnly, seen[rt.Topic] > 1)
+		t, spec, err := b.createTopicFromRequest(ctx, &rt, r.ValidateOnly, seen[rt.Topic] > 1)
 		if err != nil {
 			st.ErrorCode, st.ErrorMessage = errorFields(err)
 		} else {
-			st.NumPartitions, st.ReplicationFactor = spec.partitions, 1
+			st.NumPartitions, st.ReplicationFactor = spec.partitions, spec.replicationFactor
 			if t != nil {
 				st.TopicID = t.id
 			}
@@ -49,7 +56,7 @@ func handleCreateTopics(b *Broker, _ context.Context, req *protocol.Request) (km
 	return resp, nil
 }
 
-func (b *Broker) createTopicFromRequest(rt *kmsg.CreateTopicsRequestTopic, validateOnly, duplicate bool) (*topic, topicSpec, error) {
+func (b *Broker) createTopicFromRequest(ctx context.Context, rt *kmsg.CreateTopicsRequestTopic, validateOnly, duplicate bool) (*topic, topicSpec, error) {
 	spec := topicSpec{name: rt.Topic, partitions: rt.NumPartitions, replicationFactor: rt.ReplicationFactor, configs: map[string]string{}}
 	if duplicate {
 		return nil, spec, fmt.Errorf("%w: topic %q named twice in one request", ErrInvalidRequest, rt.Topic)
@@ -59,11 +66,12 @@ func (b *Broker) createTopicFromRequest(rt *kmsg.CreateTopicsRequestTopic, valid
 			return nil, spec, fmt.Errorf("%w: replica assignment with a partition count or replication factor", ErrInvalidRequest)
 		}
 		for i, a := range rt.ReplicaAssignment {
-			if a.Partition != int32(i) || len(a.Replicas) != 1 || a.Replicas[0] != b.cfg.NodeID {
-				return nil, spec, fmt.Errorf("%w: assignment of partition %d must be [%d]", ErrInvalidReplication, a.Partition, b.cfg.NodeID)
+			if a.Partition != int32(i) || len(a.Replicas) == 0 || len(a.Replicas) != len(rt.ReplicaAssignment[0].Replicas) {
+				return nil, spec, fmt.Errorf("%w: assignment of partition %d", metadata.ErrInvalidAssignment, a.Partition)
 			}
+			spec.assignment = append(spec.assignment, a.Replicas)
 		}
-		spec.partitions, spec.replicationFactor = int32(len(rt.ReplicaAssignment)), 1
+		spec.partitions, spec.replicationFactor = int32(len(rt.ReplicaAssignment)), int16(len(rt.ReplicaAssignment[0].Replicas))
 	}
 	for _, c := range rt.Configs {
 		if c.Value == nil {
@@ -75,7 +83,7 @@ func (b *Broker) createTopicFromRequest(rt *kmsg.CreateTopicsRequestTopic, valid
 		_, err := b.checkTopicSpec(&spec)
 		return nil, spec, err
 	}
-	t, err := b.createTopic(spec)
+	t, err := b.createTopic(ctx, spec)
 	if err == nil {
 		spec.partitions = int32(len(t.load().partitions))
 	}

@@ -3,8 +3,9 @@ package broker
 // DeleteTopics (key 20), v1-6.
 //
 // By name (TopicNames before v6, Topics from v6) or by topic id (v6). The
-// registry entry goes first, durably; then the partitions are closed and
-// their directories removed. A re-created topic of the same name gets a
+// topic leaves the metadata first (through its Raft group); then every
+// broker's reconciler stops its replicas and removes their directories.
+// A re-created topic of the same name gets a
 // new id and starts empty.
 
 import (
@@ -16,8 +17,10 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleDeleteTopics(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleDeleteTopics(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.DeleteTopicsRequest)
+	ctx, cancel := requestContext(ctx, r.TimeoutMillis)
+	defer cancel()
 	resp := r.ResponseKind().(*kmsg.DeleteTopicsResponse)
 	targets := r.Topics
 	if r.Version < 6 {
@@ -36,14 +39,14 @@ func handleDeleteTopics(b *Broker, _ context.Context, req *protocol.Request) (km
 			if t := b.lookupTopic(*rt.Topic); t != nil {
 				st.TopicID = t.id
 			}
-			err = b.deleteTopicChecked(*rt.Topic)
+			err = b.deleteTopicChecked(ctx, *rt.Topic)
 		case rt.TopicID != [16]byte{}:
 			if t := b.lookupTopicID(rt.TopicID); t == nil {
 				err = ErrUnknownTopicID
 			} else {
 				name := t.name
 				st.Topic = &name
-				err = b.deleteTopicChecked(name)
+				err = b.deleteTopicChecked(ctx, name)
 			}
 		default:
 			err = fmt.Errorf("%w: neither a topic name nor an id", ErrInvalidRequest)
@@ -56,9 +59,9 @@ func handleDeleteTopics(b *Broker, _ context.Context, req *protocol.Request) (km
 	return resp, nil
 }
 
-func (b *Broker) deleteTopicChecked(name string) error {
+func (b *Broker) deleteTopicChecked(ctx context.Context, name string) error {
 	if err := validateTopicName(name); err != nil {
 		return err
 	}
-	return b.deleteTopic(name)
+	return b.deleteTopic(ctx, name)
 }

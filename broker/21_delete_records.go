@@ -16,8 +16,10 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleDeleteRecords(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleDeleteRecords(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.DeleteRecordsRequest)
+	ctx, cancel := requestContext(ctx, r.TimeoutMillis)
+	defer cancel()
 	resp := r.ResponseKind().(*kmsg.DeleteRecordsResponse)
 	for _, rt := range r.Topics {
 		st := kmsg.NewDeleteRecordsResponseTopic()
@@ -32,13 +34,18 @@ func handleDeleteRecords(b *Broker, _ context.Context, req *protocol.Request) (k
 				st.Partitions = append(st.Partitions, sp)
 				continue
 			}
+			if _, err := p.Ready(); err != nil {
+				sp.ErrorCode = errorCode(err)
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			offset := rp.Offset
 			if offset == -1 {
 				offset = p.HighWatermark()
 			}
 			if offset < 0 || offset > p.HighWatermark() {
 				sp.ErrorCode = kerr.OffsetOutOfRange.Code
-			} else if low, err := p.DeleteRecords(offset); err != nil {
+			} else if low, err := p.DeleteRecords(ctx, offset); err != nil {
 				sp.ErrorCode = errorCode(err)
 			} else {
 				sp.LowWatermark = low

@@ -18,7 +18,7 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleInitProducerID(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleInitProducerID(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.InitProducerIDRequest)
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
@@ -26,7 +26,7 @@ func handleInitProducerID(b *Broker, _ context.Context, req *protocol.Request) (
 		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
 		return resp, nil
 	}
-	id, err := b.allocateProducerID()
+	id, err := b.allocateProducerID(ctx)
 	if err != nil {
 		b.logger.Error("allocate producer id", "err", err)
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code

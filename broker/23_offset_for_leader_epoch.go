@@ -30,12 +30,19 @@ func handleOffsetForLeaderEpoch(b *Broker, _ context.Context, req *protocol.Requ
 			sp.Partition = rp.Partition
 			sp.LeaderEpoch, sp.EndOffset = -1, -1
 			p := t.partition(rp.Partition)
+			var epoch int32
+			var err error
+			if p != nil {
+				epoch, err = p.Ready()
+			}
 			switch {
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < p.LeaderEpoch():
+			case err != nil:
+				sp.ErrorCode = errorCode(err)
+			case rp.CurrentLeaderEpoch >= 0 && rp.CurrentLeaderEpoch < epoch:
 				sp.ErrorCode = kerr.FencedLeaderEpoch.Code
-			case rp.CurrentLeaderEpoch > p.LeaderEpoch():
+			case rp.CurrentLeaderEpoch > epoch:
 				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
 			default:
 				sp.LeaderEpoch, sp.EndOffset = p.OffsetForLeaderEpoch(rp.LeaderEpoch)

@@ -15,7 +15,7 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleAlterConfigs(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleAlterConfigs(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.AlterConfigsRequest)
 	resp := r.ResponseKind().(*kmsg.AlterConfigsResponse)
 	for _, rr := range r.Resources {
@@ -27,7 +27,7 @@ func handleAlterConfigs(b *Broker, _ context.Context, req *protocol.Request) (km
 				configs[c.Name] = *c.Value
 			}
 		}
-		err := b.alterResource(rr.ResourceType, rr.ResourceName, func(map[string]string) (map[string]string, error) {
+		err := b.alterResource(ctx, rr.ResourceType, rr.ResourceName, func(map[string]string) (map[string]string, error) {
 			return configs, nil
 		}, r.ValidateOnly)
 		if err != nil {

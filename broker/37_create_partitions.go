@@ -8,27 +8,27 @@ package broker
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleCreatePartitions(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleCreatePartitions(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.CreatePartitionsRequest)
 	resp := r.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	for _, rt := range r.Topics {
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = rt.Topic
 		err := validateTopicName(rt.Topic)
+		var assignment [][]int32
 		for _, a := range rt.Assignment {
-			if len(a.Replicas) != 1 || a.Replicas[0] != b.cfg.NodeID {
-				err = fmt.Errorf("%w: assignments must be [%d]", ErrInvalidReplication, b.cfg.NodeID)
-			}
+			assignment = append(assignment, a.Replicas)
 		}
 		if err == nil {
-			err = b.createPartitions(rt.Topic, rt.Count, r.ValidateOnly)
+			ctx, cancel := requestContext(ctx, r.TimeoutMillis)
+			err = b.createPartitions(ctx, rt.Topic, rt.Count, assignment, r.ValidateOnly)
+			cancel()
 		}
 		if err != nil {
 			st.ErrorCode, st.ErrorMessage = errorFields(err)

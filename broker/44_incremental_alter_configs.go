@@ -17,13 +17,13 @@ import (
 	"github.com/varvelog/varve/protocol"
 )
 
-func handleIncrementalAlterConfigs(b *Broker, _ context.Context, req *protocol.Request) (kmsg.Response, error) {
+func handleIncrementalAlterConfigs(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.IncrementalAlterConfigsRequest)
 	resp := r.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
 	for _, rr := range r.Resources {
 		res := kmsg.NewIncrementalAlterConfigsResponseResource()
 		res.ResourceType, res.ResourceName = rr.ResourceType, rr.ResourceName
-		err := b.alterResource(rr.ResourceType, rr.ResourceName, func(cur map[string]string) (map[string]string, error) {
+		err := b.alterResource(ctx, rr.ResourceType, rr.ResourceName, func(cur map[string]string) (map[string]string, error) {
 			next := maps.Clone(cur)
 			if next == nil {
 				next = map[string]string{}
@@ -53,9 +53,9 @@ func handleIncrementalAlterConfigs(b *Broker, _ context.Context, req *protocol.R
 
 // alterResource applies change to a resource's explicit configs. Only
 // topics can change; broker configs come from flags.
-func (b *Broker) alterResource(typ kmsg.ConfigResourceType, name string, change func(map[string]string) (map[string]string, error), validateOnly bool) error {
+func (b *Broker) alterResource(ctx context.Context, typ kmsg.ConfigResourceType, name string, change func(map[string]string) (map[string]string, error), validateOnly bool) error {
 	if typ != kmsg.ConfigResourceTypeTopic {
 		return fmt.Errorf("%w: only topic configs can be altered; broker configs are read-only", ErrInvalidRequest)
 	}
-	return b.alterTopicConfigs(name, change, validateOnly)
+	return b.alterTopicConfigs(ctx, name, change, validateOnly)
 }

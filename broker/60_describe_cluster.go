@@ -24,10 +24,11 @@ func handleDescribeCluster(b *Broker, _ context.Context, req *protocol.Request) 
 	}
 	resp.EndpointType = 1
 	resp.ClusterID = b.clusterID
-	resp.ControllerID = b.cfg.NodeID
-	mb := b.brokerEntry(req.Conn.Listener)
-	db := kmsg.NewDescribeClusterResponseBroker()
-	db.NodeID, db.Host, db.Port, db.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack
-	resp.Brokers = []kmsg.DescribeClusterResponseBroker{db}
+	resp.ControllerID = b.machine.Leader()
+	for _, mb := range b.brokerEntries(req.Conn.Listener) {
+		db := kmsg.NewDescribeClusterResponseBroker()
+		db.NodeID, db.Host, db.Port, db.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack
+		resp.Brokers = append(resp.Brokers, db)
+	}
 	return resp, nil
 }

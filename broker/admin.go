@@ -26,7 +26,7 @@ func (b *Broker) ServeAdmin(ln net.Listener) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "varve_partitions", Help: "Partitions held by this broker.",
-	}, func() float64 { return float64(len(b.allReplicas())) }))
+	}, func() float64 { return float64(len(b.localGroups())) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "varve_partitions_failed", Help: "Partitions that refuse writes after a storage failure.",
 	}, func() float64 { return float64(len(b.failedPartitions())) }))
@@ -63,9 +63,9 @@ func (b *Broker) ServeAdmin(ln net.Listener) error {
 // failedPartitions names the partitions with a sticky storage failure.
 func (b *Broker) failedPartitions() []string {
 	var out []string
-	for _, r := range b.allReplicas() {
-		if r.log.Err() != nil {
-			out = append(out, fmt.Sprintf("%s-%d", r.topic, r.index))
+	for _, g := range b.localGroups() {
+		if _, err := g.Ready(); err != nil && g.Log().Err() != nil {
+			out = append(out, g.Name())
 		}
 	}
 	return out

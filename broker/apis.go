@@ -30,18 +30,18 @@ func apiTable() []api {
 		{key: 0, min: 0, max: 13, handle: handleProduce, notes: "acks 0/1/all, idempotent, all codecs stored as sent; v0-2 answered UNSUPPORTED_VERSION; v13 by topic id"},
 		{key: 1, min: 4, max: 16, handle: handleFetch, notes: "long poll woken by new data; partition and response MaxBytes; sessionless (session id 0); v13+ by topic id"},
 		{key: 2, min: 1, max: 8, handle: handleListOffsets, notes: "earliest, latest, by timestamp, max timestamp (-3), earliest local (-4)"},
-		{key: 3, min: 0, max: 12, handle: handleMetadata, notes: "topic ids, leader epochs; auto-creation only when enabled"},
+		{key: 3, min: 0, max: 12, handle: handleMetadata, notes: "every broker answers from the replicated metadata: leaders and epochs (Raft terms) as the leaders published them; auto-creation only when enabled"},
 		{key: 18, min: 0, max: 4, handle: handleApiVersions, notes: "KIP-511: an unknown version gets a v0 answer with the supported ranges"},
-		{key: 19, min: 2, max: 7, handle: handleCreateTopics, notes: "validate-only; replication factor 1 on a single broker"},
+		{key: 19, min: 2, max: 7, handle: handleCreateTopics, notes: "through the metadata group; RF -1 = min(3, brokers); manual assignments; answers once leaders are elected"},
 		{key: 20, min: 1, max: 6, handle: handleDeleteTopics, notes: "by name or topic id"},
-		{key: 21, min: 0, max: 2, handle: handleDeleteRecords, notes: "moves the log start offset"},
+		{key: 21, min: 0, max: 2, handle: handleDeleteRecords, notes: "moves the log start offset of every replica, through the partition's Raft log"},
 		{key: 22, min: 0, max: 4, handle: handleInitProducerID, notes: "idempotent producers; no transactions yet"},
 		{key: 23, min: 2, max: 4, handle: handleOffsetForLeaderEpoch, notes: "from the durable epoch table"},
 		{key: 32, min: 1, max: 4, handle: handleDescribeConfigs, notes: "topic configs; broker configs read-only"},
 		{key: 33, min: 0, max: 2, handle: handleAlterConfigs, notes: "topic configs"},
 		{key: 37, min: 0, max: 3, handle: handleCreatePartitions, notes: "grow a topic"},
 		{key: 44, min: 0, max: 1, handle: handleIncrementalAlterConfigs, notes: "topic configs: SET, DELETE"},
-		{key: 60, min: 0, max: 1, handle: handleDescribeCluster, notes: "cluster id generated at first start"},
+		{key: 60, min: 0, max: 1, handle: handleDescribeCluster, notes: "every registered broker; controller = metadata group leader"},
 	}
 }
 

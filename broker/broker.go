@@ -6,53 +6,75 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
+	"path"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/varvelog/varve/broker/metadata"
 	"github.com/varvelog/varve/protocol"
+	"github.com/varvelog/varve/replication"
+	"github.com/varvelog/varve/replication/transport"
 )
 
-// Broker is one Varve node: the Kafka handlers, the topic registry and the
-// partitions it holds.
+// Broker is one Varve node: the Kafka handlers, its replicas of the
+// cluster's partitions (each a Raft group), and its member of the metadata
+// group.
 //
-// Lock order: Broker.mu, then anything inside a partition. Handlers hold
-// mu for reading only while they look topics up, never while they wait on
-// a partition.
+// Lock order: reconcileMu, then mu, then anything inside a group or a
+// partition. Handlers hold mu for reading only while they look topics up,
+// never while they wait on a partition.
 type Broker struct {
-	cfg       Config
-	logger    *slog.Logger
-	clusterID string
-	store     *store
-	apis      *apiSet
+	cfg           Config
+	logger        *slog.Logger
+	clusterID     string
+	apis          *apiSet
+	peers         []replication.Peer
+	raftAdvertise string
+
+	mux     *transport.Mux
+	meta    *metadata.FSM
+	machine *replication.Machine
 
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.RWMutex
+	// reconcileMu guards groups: the partition replicas this broker runs,
+	// by group id. Only the reconciler opens and removes them.
+	reconcileMu sync.Mutex
+	groups      map[string]*replication.Group
+
+	// regChanged wakes the registration loop when a listener starts.
+	regChanged chan struct{}
+
+	mu sync.RWMutex
+	// topics and byID are the handlers' view of the metadata, rebuilt
+	// whole by the reconciler.
 	topics map[string]*topic
-	byID   map[topicID]*topic
+	byID   map[metadata.TopicID]*topic
 	// advertised is the address clients are told, per listener name; set
 	// by Serve.
 	advertised map[string]hostPort
 	servers    []*protocol.Server
 	closed     bool
 
+	recMu      sync.Mutex
+	reconciled uint64        // metadata index the handlers' view reflects
+	recCh      chan struct{} // closed when reconciled moves
+
 	pidMu   sync.Mutex
 	pidNext int64 // next producer id to hand out
-	pidEnd  int64 // end of the reserved block
+	pidEnd  int64 // end of the block allocated to this broker
 }
 
-// topic is a topic this broker holds. Its name and id never change; what
-// can (configs, partitions) is an immutable topicState swapped whole under
-// Broker.mu, so handlers read a consistent view without a lock.
+// topic is a topic as the metadata names it. Its name and id never change;
+// what can (configs, partitions) is an immutable topicState.
 type topic struct {
 	name     string
-	id       topicID
+	id       metadata.TopicID
 	internal bool
 	state    atomic.Pointer[topicState]
 }
@@ -62,7 +84,7 @@ type topic struct {
 type topicState struct {
 	configs    map[string]string // explicit configs only
 	settings   topicSettings
-	partitions []*localReplica
+	partitions []*raftReplica
 }
 
 // load returns the topic's current state.
@@ -73,18 +95,18 @@ type hostPort struct {
 	port int32
 }
 
-// New opens (formatting on first start) the data directory, the metadata
-// store and every partition, ready to Serve.
+// metadataGroupID names the metadata Raft group.
+const metadataGroupID = "__cluster_metadata"
+
+// New opens (formatting on first start) the data directory, starts the
+// Raft transport and the metadata group, and the reconciler that opens
+// this broker's partition replicas as the metadata assigns them.
 func New(cfg Config) (*Broker, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	meta, err := loadOrFormat(cfg.DataDir, cfg.NodeID)
-	if err != nil {
-		return nil, err
-	}
-	st, err := openStore(filepath.Join(cfg.DataDir, "metadata"), cfg.Logger)
+	meta, err := loadOrFormat(cfg.FS, cfg.DataDir, cfg.NodeID, cfg.ClusterID, cfg.Peers)
 	if err != nil {
 		return nil, err
 	}
@@ -93,23 +115,46 @@ func New(cfg Config) (*Broker, error) {
 		cfg:        cfg,
 		logger:     cfg.Logger.With("node_id", cfg.NodeID),
 		clusterID:  meta.ClusterID,
-		store:      st,
 		apis:       newAPISet(),
 		ctx:        ctx,
 		cancel:     cancel,
+		groups:     map[string]*replication.Group{},
+		regChanged: make(chan struct{}, 1),
 		topics:     map[string]*topic{},
-		byID:       map[topicID]*topic{},
+		byID:       map[metadata.TopicID]*topic{},
 		advertised: map[string]hostPort{},
+		meta:       metadata.NewFSM(),
+		recCh:      make(chan struct{}),
 	}
-	if err := b.loadTopics(); err != nil {
-		b.closePartitions()
-		_ = st.close()
+	if err := b.newMux(); err != nil {
 		cancel()
 		return nil, err
 	}
-	b.goBackground("flusher", cfg.FlushInterval, b.flushAll)
+	b.peers = cfg.Peers
+	if len(b.peers) == 0 {
+		b.peers = []replication.Peer{{ID: cfg.NodeID, Addr: b.raftAdvertise}}
+	}
+	b.machine, err = replication.OpenMachine(replication.MachineConfig{
+		ID:      metadataGroupID,
+		LocalID: cfg.NodeID,
+		Peers:   b.peers,
+		Dir:     path.Join(cfg.DataDir, "raft", metadataGroupID),
+		FS:      cfg.FS,
+		Mux:     b.mux,
+		Timing:  cfg.MetadataTiming,
+		Logger:  b.logger.With("group", metadataGroupID),
+	}, metaMachine{b.meta})
+	if err != nil {
+		_ = b.mux.Close()
+		cancel()
+		return nil, err
+	}
+	b.wg.Add(2)
+	go b.reconcileLoop()
+	go b.registerLoop()
 	b.goBackground("retention", cfg.RetentionCheckInterval, b.retainAll)
-	b.logger.Info("broker started", "cluster_id", b.clusterID, "data_dir", cfg.DataDir, "topics", len(b.topics))
+	b.goBackground("leader-balance", cfg.LeaderBalanceInterval, b.balanceLeaders)
+	b.logger.Info("broker started", "cluster_id", b.clusterID, "data_dir", cfg.DataDir, "raft_addr", b.raftAdvertise, "peers", len(b.peers))
 	return b, nil
 }
 
@@ -154,12 +199,23 @@ func (b *Broker) Serve(name string, ln net.Listener) error {
 	b.advertised[name] = hp
 	b.servers = append(b.servers, srv)
 	b.mu.Unlock()
+	select {
+	case b.regChanged <- struct{}{}:
+	default:
+	}
+	// Answer nothing before the metadata is caught up and this listener
+	// registered: a restarted broker must not call a topic unknown because
+	// its metadata has not replayed yet. Connections wait in the backlog.
+	if err := b.waitServing(b.ctx); err != nil {
+		_ = ln.Close()
+		return net.ErrClosed
+	}
 	return srv.Serve(ln)
 }
 
 // Shutdown stops accepting connections, lets requests in progress finish,
-// then checkpoints and closes every partition. After ctx expires,
-// connections are cut.
+// then stops every partition replica (checkpointing it) and the metadata
+// group. After ctx expires, connections are cut.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
@@ -172,34 +228,43 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	// Cancel first: a long-poll Fetch waiting for data returns what it has
 	// at once, so the servers can finish their in-flight requests.
 	b.cancel()
-	var err error
+	var errs []error
 	for _, srv := range servers {
-		if serr := srv.Shutdown(ctx); err == nil {
-			err = serr
-		}
+		errs = append(errs, srv.Shutdown(ctx))
 	}
 	b.wg.Wait()
-	if perr := b.closePartitions(); err == nil {
-		err = perr
-	}
-	if serr := b.store.close(); err == nil {
-		err = serr
-	}
+	errs = append(errs, b.closeGroups())
+	errs = append(errs, b.machine.Close())
+	errs = append(errs, b.mux.Close())
 	b.logger.Info("broker stopped")
-	return err
+	return errors.Join(errs...)
 }
 
-func (b *Broker) closePartitions() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// closeGroups stops every partition replica, a few at a time in parallel
+// (each waits for its raft to stop).
+func (b *Broker) closeGroups() error {
+	b.reconcileMu.Lock()
+	groups := b.groups
+	b.groups = map[string]*replication.Group{}
+	b.reconcileMu.Unlock()
+	var mu sync.Mutex
 	var errs []error
-	for _, t := range b.topics {
-		for _, p := range t.load().partitions {
-			if err := p.close(); err != nil {
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := g.Close(); err != nil {
+				mu.Lock()
 				errs = append(errs, err)
+				mu.Unlock()
 			}
-		}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -233,53 +298,42 @@ func (b *Broker) goBackground(name string, every time.Duration, fn func()) {
 	}()
 }
 
-// allReplicas snapshots the partitions so background work runs without
-// holding mu.
-func (b *Broker) allReplicas() []*localReplica {
+// goTracked runs fn on a goroutine Shutdown waits for.
+func (b *Broker) goTracked(fn func()) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	var out []*localReplica
-	for _, t := range b.topics {
-		out = append(out, t.load().partitions...)
+	if b.closed {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		fn()
+	}()
+}
+
+// localGroups snapshots the replicas so background work runs without
+// holding a lock.
+func (b *Broker) localGroups() []*replication.Group {
+	b.reconcileMu.Lock()
+	defer b.reconcileMu.Unlock()
+	out := make([]*replication.Group, 0, len(b.groups))
+	for _, g := range b.groups {
+		out = append(out, g)
 	}
 	return out
 }
 
-func (b *Broker) flushAll() {
-	for _, r := range b.allReplicas() {
-		if err := r.flush(); err != nil {
-			b.logger.Error("flush failed", "topic", r.topic, "partition", r.index, "err", err)
-		}
-	}
-}
-
+// retainAll applies retention on every local replica with this broker's
+// clock: each replica deletes whole segments below its own retention
+// limits (as Kafka's replicas do); the committed bytes stay identical.
 func (b *Broker) retainAll() {
 	now := b.cfg.Now().UnixMilli()
-	for _, r := range b.allReplicas() {
-		if n, err := r.log.Retain(now); err != nil {
-			b.logger.Error("retention failed", "topic", r.topic, "partition", r.index, "err", err)
+	for _, g := range b.localGroups() {
+		if n, err := g.Log().Retain(now); err != nil {
+			b.logger.Error("retention failed", "err", err)
 		} else if n > 0 {
-			b.logger.Info("retention deleted segments", "topic", r.topic, "partition", r.index, "segments", n)
+			b.logger.Info("retention deleted segments", "segments", n)
 		}
-		r.log.ExpireProducers(now)
 	}
-}
-
-// allocateProducerID hands out a producer id that was never handed out
-// before, reserving blocks durably in the store (KIP-730's idea on one
-// node).
-func (b *Broker) allocateProducerID() (int64, error) {
-	const block = 1000
-	b.pidMu.Lock()
-	defer b.pidMu.Unlock()
-	if b.pidNext >= b.pidEnd {
-		first, err := b.store.reserveProducerIDs(block)
-		if err != nil {
-			return 0, err
-		}
-		b.pidNext, b.pidEnd = first, first+block
-	}
-	id := b.pidNext
-	b.pidNext++
-	return id, nil
 }

@@ -1,13 +1,16 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/varvelog/varve/partition"
 	"github.com/varvelog/varve/partition/vfs"
+	"github.com/varvelog/varve/replication"
 )
 
 // Config is everything a broker needs. Only cmd/ reads flags, environment
@@ -17,8 +20,40 @@ type Config struct {
 	// NodeID is this broker's id (Kafka's node.id). Default 1.
 	NodeID int32
 	// DataDir holds the broker's state: the meta file (cluster id), the
-	// badger metadata store and one directory per partition.
+	// Raft state of every group under raft/, and one directory per
+	// partition under logs/.
 	DataDir string
+
+	// RaftListener carries the Raft traffic of every group on this
+	// broker. Nil: New binds RaftAddr.
+	RaftListener net.Listener
+	// RaftAddr is the bind address used when RaftListener is nil.
+	// Default 127.0.0.1:9093.
+	RaftAddr string
+	// RaftAdvertise is the address peers dial; default the listener's.
+	// With Peers it must match this broker's entry there.
+	RaftAdvertise string
+	// Peers are the brokers of the cluster (id and Raft address), this
+	// one included, identical on every broker: the first start of a
+	// cluster bootstraps the metadata group with them. Empty: a cluster
+	// of this broker alone.
+	Peers []replication.Peer
+	// ClusterID names the cluster in the Raft handshake. Default: derived
+	// from Peers (every broker formatted with the same peer list agrees),
+	// or random for a cluster of one. Fixed at the first start.
+	ClusterID string
+	// RaftDial dials peers; nil is a plain TCP dial. Tests wrap it to cut
+	// links.
+	RaftDial func(ctx context.Context, addr string) (net.Conn, error)
+	// WriteCaching acknowledges writes before the Raft WAL's fdatasync
+	// (flushed on segment rolls and close): faster, and a simultaneous
+	// power loss of a majority can lose acknowledged writes. Default off.
+	WriteCaching bool
+	// DataTiming and MetadataTiming override the Raft timeouts of
+	// partition groups and of the metadata group (tests shorten them).
+	// Zero: replication.DataTiming() and MetadataTiming().
+	DataTiming     replication.Timing
+	MetadataTiming replication.Timing
 	// Listeners are the named Kafka listeners. Each gets a net.Listener
 	// through Serve; Advertise is the host:port clients are told to use
 	// (empty: the listener's own address). Metadata answers with the
@@ -60,6 +95,10 @@ type Config struct {
 	// before acknowledgement comes with the replicated Raft WAL. Default
 	// 1 s.
 	FlushInterval time.Duration
+	// LeaderBalanceInterval is how often a leader that is not its
+	// partition's preferred replica hands leadership back to it (when
+	// caught up). Default 10 s; negative disables.
+	LeaderBalanceInterval time.Duration
 	// RetentionCheckInterval is how often retention runs
 	// (log.retention.check.interval.ms). Default 5 min.
 	RetentionCheckInterval time.Duration
@@ -110,11 +149,23 @@ func (c Config) WithDefaults() Config {
 	if c.FlushInterval == 0 {
 		c.FlushInterval = time.Second
 	}
+	if c.LeaderBalanceInterval == 0 {
+		c.LeaderBalanceInterval = 10 * time.Second
+	}
 	if c.RetentionCheckInterval == 0 {
 		c.RetentionCheckInterval = 5 * time.Minute
 	}
 	if c.FS == nil {
 		c.FS = vfs.OS{}
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = "127.0.0.1:9093"
+	}
+	if c.DataTiming == (replication.Timing{}) {
+		c.DataTiming = replication.DataTiming()
+	}
+	if c.MetadataTiming == (replication.Timing{}) {
+		c.MetadataTiming = replication.MetadataTiming()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -167,6 +218,21 @@ func (c Config) Validate() error {
 	}
 	if c.FlushInterval < 0 || c.RetentionCheckInterval < 0 {
 		errs = append(errs, errors.New("intervals must not be negative"))
+	}
+	seen := map[int32]bool{}
+	self := false
+	for _, p := range c.Peers {
+		if seen[p.ID] {
+			errs = append(errs, fmt.Errorf("peer %d listed twice", p.ID))
+		}
+		seen[p.ID] = true
+		if p.Addr == "" {
+			errs = append(errs, fmt.Errorf("peer %d has no address", p.ID))
+		}
+		self = self || p.ID == c.NodeID
+	}
+	if len(c.Peers) > 0 && !self {
+		errs = append(errs, fmt.Errorf("peers do not include this broker (id %d)", c.NodeID))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("broker: invalid config: %w", errors.Join(errs...))

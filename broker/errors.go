@@ -3,11 +3,15 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/varvelog/varve/broker/metadata"
 	"github.com/varvelog/varve/broker/records"
 	"github.com/varvelog/varve/partition"
+	"github.com/varvelog/varve/replication"
+	"github.com/varvelog/varve/replication/wal"
 )
 
 // errorCode is the one place where Go errors become Kafka error codes.
@@ -17,6 +21,10 @@ import (
 func errorCode(err error) int16 {
 	if err == nil {
 		return 0
+	}
+	var nl *replication.NotLeaderError
+	if errors.As(err, &nl) {
+		return kerr.NotLeaderForPartition.Code
 	}
 	for _, m := range errorCodes {
 		if errors.Is(err, m.err) {
@@ -43,6 +51,17 @@ var errorCodes = []struct {
 	{partition.ErrOffsetOutOfRange, kerr.OffsetOutOfRange},
 	{partition.ErrStorage, kerr.KafkaStorageError},
 	{partition.ErrClosed, kerr.NotLeaderForPartition},
+	// Replication: a stopped replica failed its storage or is closing.
+	{wal.ErrStorage, kerr.KafkaStorageError},
+	{replication.ErrStopped, kerr.NotLeaderForPartition},
+	// The metadata group, by way of its leader.
+	{metadata.ErrTopicExists, kerr.TopicAlreadyExists},
+	{metadata.ErrUnknownTopic, kerr.UnknownTopicOrPartition},
+	{metadata.ErrInvalidReplicationFactor, kerr.InvalidReplicationFactor},
+	{metadata.ErrInvalidPartitions, kerr.InvalidPartitions},
+	{metadata.ErrInvalidAssignment, kerr.InvalidReplicaAssignment},
+	{metadata.ErrInvalidCommand, kerr.InvalidRequest},
+	{ErrNoController, kerr.RequestTimedOut},
 	// Topics and configs.
 	{ErrTopicExists, kerr.TopicAlreadyExists},
 	{ErrUnknownTopic, kerr.UnknownTopicOrPartition},
@@ -63,6 +82,10 @@ var errorCodes = []struct {
 // (INVALID_REQUEST).
 var ErrInvalidRequest = errors.New("broker: invalid request")
 
+// ErrNoController: no metadata leader could be reached in time
+// (REQUEST_TIMED_OUT, retriable).
+var ErrNoController = errors.New("broker: no metadata leader reachable")
+
 // ErrUnknownTopicID is a topic id the broker does not know
 // (UNKNOWN_TOPIC_ID).
 var ErrUnknownTopicID = errors.New("broker: unknown topic id")
@@ -75,4 +98,25 @@ func errorFields(err error) (int16, *string) {
 	}
 	msg := err.Error()
 	return errorCode(err), &msg
+}
+
+// requestContext bounds a request's waiting by its TimeoutMillis (30 s when
+// it gives none).
+func requestContext(ctx context.Context, timeoutMs int32) (context.Context, context.CancelFunc) {
+	d := 30 * time.Second
+	if timeoutMs > 0 {
+		d = time.Duration(timeoutMs) * time.Millisecond
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// leaderHint is the leader and epoch a NOT_LEADER_OR_FOLLOWER answer can
+// name (Produce v10+, Fetch v12+ carry them), so the client goes straight
+// there instead of refreshing its metadata first.
+func leaderHint(err error) (leader, epoch int32, ok bool) {
+	var nl *replication.NotLeaderError
+	if errors.As(err, &nl) && nl.Leader >= 0 && nl.Epoch >= 0 {
+		return nl.Leader, nl.Epoch, true
+	}
+	return -1, -1, false
 }

@@ -1,13 +1,15 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"path"
 	"sort"
 	"strconv"
+	"time"
+
+	"github.com/varvelog/varve/broker/metadata"
 )
 
 // Errors of topic management, mapped to Kafka codes in errors.go.
@@ -47,43 +49,17 @@ func internalTopic(name string) bool {
 	return name == "__consumer_offsets" || name == "__transaction_state"
 }
 
-// loadTopics opens every stored topic's partitions.
-func (b *Broker) loadTopics() error {
-	recs, err := b.store.topics()
-	if err != nil {
-		return err
-	}
-	for _, rec := range recs {
-		s, err := resolveTopicSettings(&b.cfg, rec.Configs)
-		if err != nil {
-			return fmt.Errorf("broker: stored topic %q: %w", rec.Name, err)
-		}
-		t := &topic{name: rec.Name, id: rec.ID, internal: internalTopic(rec.Name)}
-		st := &topicState{configs: rec.Configs, settings: s}
-		for i := range rec.Partitions {
-			r, err := openLocalReplica(b, rec.Name, i, s)
-			if err != nil {
-				return err
-			}
-			st.partitions = append(st.partitions, r)
-		}
-		t.state.Store(st)
-		b.topics[t.name] = t
-		b.byID[t.id] = t
-	}
-	return nil
-}
-
 // topicSpec is a topic to create.
 type topicSpec struct {
 	name              string
 	partitions        int32
 	replicationFactor int16
+	assignment        [][]int32
 	configs           map[string]string
 }
 
-// checkTopicSpec validates a creation request without creating anything
-// (CreateTopics' validateOnly uses it alone).
+// checkTopicSpec validates a creation request as far as this broker can
+// without the metadata leader (CreateTopics' validateOnly uses it alone).
 func (b *Broker) checkTopicSpec(spec *topicSpec) (topicSettings, error) {
 	if err := validateTopicName(spec.name); err != nil {
 		return topicSettings{}, err
@@ -94,186 +70,172 @@ func (b *Broker) checkTopicSpec(spec *topicSpec) (topicSettings, error) {
 	if spec.partitions < 1 || spec.partitions > maxPartitionsPerTopic {
 		return topicSettings{}, fmt.Errorf("%w: %d (1 to %d)", ErrInvalidPartitions, spec.partitions, maxPartitionsPerTopic)
 	}
-	if spec.replicationFactor != -1 && spec.replicationFactor != 1 {
-		return topicSettings{}, fmt.Errorf("%w: %d, this cluster has 1 broker", ErrInvalidReplication, spec.replicationFactor)
+	st := b.meta.State()
+	brokers := int16(len(st.Brokers))
+	if spec.replicationFactor == -1 {
+		spec.replicationFactor = min(brokers, 3)
+	}
+	if spec.assignment == nil && (spec.replicationFactor < 1 || spec.replicationFactor > brokers) {
+		return topicSettings{}, fmt.Errorf("%w: %d, this cluster has %d brokers", ErrInvalidReplication, spec.replicationFactor, brokers)
 	}
 	s, err := resolveTopicSettings(&b.cfg, spec.configs)
 	if err != nil {
 		return s, err
 	}
-	b.mu.RLock()
-	_, exists := b.topics[spec.name]
-	budget := b.checkPartitionBudgetLocked(int(spec.partitions))
-	b.mu.RUnlock()
-	if exists {
+	if _, exists := st.Topics[spec.name]; exists {
 		return s, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
 	}
-	return s, budget
+	return s, b.checkPartitionBudget(int(spec.partitions))
 }
 
-// createTopic creates a topic: its partitions' directories first, then the
-// durable registry entry, then it becomes visible. A crash before the
-// registry write leaves empty directories that the next creation reuses.
-func (b *Broker) createTopic(spec topicSpec) (*topic, error) {
-	s, err := b.checkTopicSpec(&spec)
+// createTopic creates a topic through the metadata group; its replicas
+// start as every broker's reconciler sees it. Returns once this broker's
+// metadata has it (leaders are elected moments later).
+func (b *Broker) createTopic(ctx context.Context, spec topicSpec) (*topic, error) {
+	if _, err := b.checkTopicSpec(&spec); err != nil {
+		return nil, err
+	}
+	res, err := b.propose(ctx, metadata.CreateTopic{
+		Name:              spec.name,
+		ID:                newTopicID(),
+		Partitions:        spec.partitions,
+		ReplicationFactor: spec.replicationFactor,
+		Assignment:        spec.assignment,
+		Configs:           spec.configs,
+		CreatedMs:         b.cfg.Now().UnixMilli(),
+	})
+	if err == nil {
+		err = res.Err
+	}
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, ErrClusterShuttingDown
+	b.logger.Info("created topic", "topic", spec.name, "partitions", spec.partitions, "replication_factor", spec.replicationFactor)
+	t, err := b.waitTopic(ctx, spec.name)
+	if err == nil {
+		b.waitLeaders(ctx, spec.name, 15*time.Second)
 	}
-	if _, exists := b.topics[spec.name]; exists {
-		return nil, fmt.Errorf("%w: %q", ErrTopicExists, spec.name)
-	}
-	if err := b.checkPartitionBudgetLocked(int(spec.partitions)); err != nil {
-		return nil, err
-	}
-	t := &topic{name: spec.name, id: newTopicID(), internal: internalTopic(spec.name)}
-	st := &topicState{configs: spec.configs, settings: s}
-	for i := range spec.partitions {
-		// A directory left by a topic of the same name that was deleted
-		// must not leak its data into the new one.
-		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, spec.name, i)); err != nil {
-			return nil, err
-		}
-		r, err := openLocalReplica(b, spec.name, i, s)
-		if err != nil {
-			for _, p := range st.partitions {
-				_ = p.close()
-			}
-			return nil, err
-		}
-		st.partitions = append(st.partitions, r)
-	}
-	rec := topicRecord{Name: t.name, ID: t.id, Partitions: spec.partitions, Configs: st.configs, CreatedMs: b.cfg.Now().UnixMilli()}
-	if err := b.store.putTopic(rec); err != nil {
-		for _, p := range st.partitions {
-			_ = p.close()
-		}
-		return nil, err
-	}
-	t.state.Store(st)
-	b.topics[t.name] = t
-	b.byID[t.id] = t
-	b.logger.Info("created topic", "topic", t.name, "topic_id", t.id.String(), "partitions", spec.partitions)
-	return t, nil
+	return t, err
 }
 
-// deleteTopic removes a topic from the registry (durably, first), then
-// closes its partitions and deletes their directories, all under mu: a
-// CreateTopics of the same name waits, so it can never create directories
-// that this deletion then removes.
-func (b *Broker) deleteTopic(name string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t, ok := b.topics[name]
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
-	}
-	if err := b.store.deleteTopic(name); err != nil {
-		return err
-	}
-	delete(b.topics, name)
-	delete(b.byID, t.id)
-	var errs []error
-	for _, p := range t.load().partitions {
-		_ = p.log.Close()
-		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, name, p.index)); err != nil {
-			errs = append(errs, err)
+// waitLeaders waits, at most limit or until ctx ends, for every partition
+// of a topic to have a published leader, so that a client producing
+// right after CreateTopics finds one. Kafka's controller names leaders in
+// the creation itself; here they are elected, which takes a moment.
+func (b *Broker) waitLeaders(ctx context.Context, name string, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		st := b.meta.State()
+		mt, ok := st.Topics[name]
+		if !ok {
+			return
+		}
+		missing := false
+		for _, p := range mt.Partitions {
+			missing = missing || p.Leader < 0
+		}
+		if !missing {
+			_ = b.waitReconciled(ctx, st.Index) // Metadata answers from the reconciled view
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.meta.Changed():
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	b.logger.Info("deleted topic", "topic", name, "topic_id", t.id.String())
-	return errors.Join(errs...)
+}
+
+// waitTopic waits until the reconciler has published a topic the local
+// metadata holds.
+func (b *Broker) waitTopic(ctx context.Context, name string) (*topic, error) {
+	for {
+		if t := b.lookupTopic(name); t != nil {
+			return t, nil
+		}
+		if _, ok := b.meta.State().Topics[name]; !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, name)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// deleteTopic removes a topic from the metadata; every broker's
+// reconciler then stops and deletes its replicas.
+func (b *Broker) deleteTopic(ctx context.Context, name string) error {
+	res, err := b.propose(ctx, metadata.DeleteTopic{Name: name})
+	if err == nil {
+		err = res.Err
+	}
+	if err == nil {
+		b.logger.Info("deleted topic", "topic", name)
+	}
+	return err
 }
 
 // createPartitions grows a topic to total partitions.
-func (b *Broker) createPartitions(name string, total int32, validateOnly bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t, ok := b.topics[name]
+func (b *Broker) createPartitions(ctx context.Context, name string, total int32, assignment [][]int32, validateOnly bool) error {
+	mt, ok := b.meta.State().Topics[name]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
 	}
-	cur := t.load()
-	have := int32(len(cur.partitions))
+	have := int32(len(mt.Partitions))
 	if total <= have || total > maxPartitionsPerTopic {
 		return fmt.Errorf("%w: topic %q has %d partitions, asked for %d", ErrInvalidPartitions, name, have, total)
 	}
-	if err := b.checkPartitionBudgetLocked(int(total - have)); err != nil {
+	if err := b.checkPartitionBudget(int(total - have)); err != nil {
 		return err
 	}
 	if validateOnly {
 		return nil
 	}
-	var added []*localReplica
-	for i := have; i < total; i++ {
-		if err := b.removePartitionDir(partitionDir(b.cfg.DataDir, name, i)); err != nil {
-			return err
-		}
-		r, err := openLocalReplica(b, name, i, cur.settings)
-		if err != nil {
-			for _, p := range added {
-				_ = p.close()
-			}
-			return err
-		}
-		added = append(added, r)
+	res, err := b.propose(ctx, metadata.CreatePartitions{Name: name, Total: total, Assignment: assignment})
+	if err == nil {
+		err = res.Err
 	}
-	rec := topicRecord{Name: t.name, ID: t.id, Partitions: total, Configs: cur.configs, CreatedMs: b.cfg.Now().UnixMilli()}
-	if err := b.store.putTopic(rec); err != nil {
-		for _, p := range added {
-			_ = p.close()
-		}
-		return err
+	if err == nil {
+		b.waitLeaders(ctx, name, 15*time.Second)
 	}
-	t.state.Store(&topicState{configs: cur.configs, settings: cur.settings, partitions: append(cur.partitions[:have:have], added...)})
-	return nil
+	return err
 }
 
 // alterTopicConfigs replaces a topic's explicit configs with
-// change(current), validated first, durably, and applies them to its
-// partitions. mu is held across the read, the change and the write, so two
-// concurrent alterations cannot lose one another.
-func (b *Broker) alterTopicConfigs(name string, change func(map[string]string) (map[string]string, error), validateOnly bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t, ok := b.topics[name]
+// change(current), validated here first. Two concurrent alterations of one
+// topic race: the later proposal wins whole.
+func (b *Broker) alterTopicConfigs(ctx context.Context, name string, change func(map[string]string) (map[string]string, error), validateOnly bool) error {
+	mt, ok := b.meta.State().Topics[name]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownTopic, name)
 	}
-	cur := t.load()
-	configs, err := change(cur.configs)
+	configs, err := change(mt.Configs)
 	if err != nil {
 		return err
 	}
-	s, err := resolveTopicSettings(&b.cfg, configs)
-	if err != nil || validateOnly {
+	if _, err := resolveTopicSettings(&b.cfg, configs); err != nil || validateOnly {
 		return err
 	}
-	rec := topicRecord{Name: t.name, ID: t.id, Partitions: int32(len(cur.partitions)), Configs: configs, CreatedMs: b.cfg.Now().UnixMilli()}
-	if err := b.store.putTopic(rec); err != nil {
-		return err
+	res, err := b.propose(ctx, metadata.AlterConfigs{Name: name, Configs: configs})
+	if err == nil {
+		err = res.Err
 	}
-	t.state.Store(&topicState{configs: configs, settings: s, partitions: cur.partitions})
-	for _, p := range cur.partitions {
-		if err := p.log.SetConfig(s.log); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }
 
-// checkPartitionBudgetLocked refuses adding more partitions than
-// Config.MaxPartitions allows in total. mu is held (for reading suffices).
-func (b *Broker) checkPartitionBudgetLocked(adding int) error {
+// checkPartitionBudget refuses adding more partitions than
+// Config.MaxPartitions allows in the cluster.
+func (b *Broker) checkPartitionBudget(adding int) error {
 	held := 0
-	for _, t := range b.topics {
-		held += len(t.load().partitions)
+	for _, t := range b.meta.State().Topics {
+		held += len(t.Partitions)
 	}
 	if held+adding > b.cfg.MaxPartitions {
-		return fmt.Errorf("%w: %d more partitions would make %d, over this broker's limit of %d", ErrPolicyViolation, adding, held+adding, b.cfg.MaxPartitions)
+		return fmt.Errorf("%w: %d more partitions would make %d, over the limit of %d", ErrPolicyViolation, adding, held+adding, b.cfg.MaxPartitions)
 	}
 	return nil
 }
@@ -286,7 +248,7 @@ func (b *Broker) lookupTopic(name string) *topic {
 }
 
 // lookupTopicID finds a topic by id.
-func (b *Broker) lookupTopicID(id topicID) *topic {
+func (b *Broker) lookupTopicID(id metadata.TopicID) *topic {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return b.byID[id]
@@ -306,7 +268,7 @@ func (b *Broker) topicNames() []string {
 
 // partition returns a topic's partition as the handlers see it, or nil
 // when the topic (t may be nil) or the partition does not exist.
-func (t *topic) partition(i int32) replica {
+func (t *topic) partition(i int32) *raftReplica {
 	if t == nil {
 		return nil
 	}
@@ -315,29 +277,6 @@ func (t *topic) partition(i int32) replica {
 		return nil
 	}
 	return ps[i]
-}
-
-// removePartitionDir deletes a partition directory and the files in it
-// (partition directories hold no subdirectories), then syncs the parent so
-// the removal is durable.
-func (b *Broker) removePartitionDir(dir string) error {
-	fsys := b.cfg.FS
-	names, err := fsys.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("broker: list %s: %w", dir, err)
-	}
-	for _, n := range names {
-		if err := fsys.Remove(path.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("broker: remove %s/%s: %w", dir, n, err)
-		}
-	}
-	if err := fsys.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("broker: remove %s: %w", dir, err)
-	}
-	return fsys.SyncDir(path.Dir(dir))
 }
 
 func parseHostPort(s string) (hostPort, error) {

@@ -87,7 +87,7 @@ func TestTopicLifecycle(t *testing.T) {
 		t.Fatalf("re-created topic holds %d records", o.Offset)
 	}
 	// Topics survive a restart with their ids.
-	c.Restart()
+	c.Restart(0)
 	tds, err = c.Admin(t).ListTopics(ctx, "life")
 	if err != nil || tds["life"].ID != again.ID {
 		t.Fatalf("after restart: %+v %v", tds["life"], err)
@@ -146,7 +146,7 @@ func TestTopicConfigs(t *testing.T) {
 		t.Fatalf("bad value: %v", resp[0].Err)
 	}
 	// Configs survive a restart.
-	c.Restart()
+	c.Restart(0)
 	adm = c.Admin(t)
 	if got := describe(); val(got["max.message.bytes"]) != "2000" {
 		t.Fatalf("after restart: %+v", got["max.message.bytes"])
@@ -222,7 +222,7 @@ func TestClusterIdentityAndMetadata(t *testing.T) {
 			t.Fatalf("partition %+v", p)
 		}
 	}
-	c.Restart()
+	c.Restart(0)
 	meta2, err := c.Admin(t).Metadata(ctx)
 	if err != nil || meta2.Cluster != id {
 		t.Fatalf("cluster id after restart %q, want %q (%v)", meta2.Cluster, id, err)
@@ -498,7 +498,7 @@ func TestShutdownEndsLongPolls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := c.Broker().Shutdown(ctx); err != nil {
+	if err := c.Broker(0).Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown with a parked long poll: %v after %v", err, time.Since(start))
 	}
 	// The fetch got its (empty) answer before the connection closed.
@@ -522,30 +522,35 @@ func TestInitProducerIDAlwaysNew(t *testing.T) {
 		t.Fatalf("first %+v, again %+v", first, again)
 	}
 	// Ids are never reused across a restart.
-	c.Restart()
+	c.Restart(0)
 	after := rawRequest(t, c.Addr(), kmsg.NewPtrInitProducerIDRequest()).(*kmsg.InitProducerIDResponse)
 	if after.ProducerID <= again.ProducerID {
 		t.Fatalf("id %d after restart, issued %d before", after.ProducerID, again.ProducerID)
 	}
 }
 
-// TestOffsetForLeaderEpochOnEmptyPartition: Metadata says epoch 0 from the
-// start, so OffsetForLeaderEpoch(0) on an empty partition is (0, 0).
+// TestOffsetForLeaderEpochOnEmptyPartition: the epoch Metadata names (the
+// leader's Raft term) is known to the epoch table before the first batch,
+// so OffsetForLeaderEpoch(epoch) on an empty partition is (epoch, 0).
 func TestOffsetForLeaderEpochOnEmptyPartition(t *testing.T) {
 	c := NewCluster(t)
 	createTopic(t, c.Admin(t), "fresh", 1, nil)
+	_, epoch := c.Broker(0).PartitionLeader("fresh", 0)
+	if epoch < 1 {
+		t.Fatalf("metadata epoch %d", epoch)
+	}
 	req := kmsg.NewPtrOffsetForLeaderEpochRequest()
 	req.Version = 4
 	rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
 	rt.Topic = "fresh"
 	rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
-	rp.CurrentLeaderEpoch, rp.LeaderEpoch = 0, 0
+	rp.CurrentLeaderEpoch, rp.LeaderEpoch = epoch, epoch
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
 	resp := rawRequest(t, c.Addr(), req).(*kmsg.OffsetForLeaderEpochResponse)
 	p := resp.Topics[0].Partitions[0]
-	if p.ErrorCode != 0 || p.LeaderEpoch != 0 || p.EndOffset != 0 {
-		t.Fatalf("answer %+v, want epoch 0 ending at 0", p)
+	if p.ErrorCode != 0 || p.LeaderEpoch != epoch || p.EndOffset != 0 {
+		t.Fatalf("answer %+v, want epoch %d ending at 0", p, epoch)
 	}
 }
 

@@ -1,13 +1,20 @@
 // Package integration boots real Varve brokers in-process for tests: real
-// TCP listeners on 127.0.0.1:0, real data directories, real Kafka clients
-// (franz-go kgo and kadm). Today a cluster is one broker; replication will
-// grow it to several, with fault injection.
+// TCP listeners on 127.0.0.1:0, real Raft groups, real data directories
+// (or the fault-injecting in-memory filesystem, which power loss can
+// strike), real Kafka clients (franz-go kgo and kadm), and fault
+// injection: Kill (power loss of one broker), Stop and Restart, Isolate
+// (cut its Raft links).
 package integration
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"path"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,86 +22,354 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/varvelog/varve/broker"
+	"github.com/varvelog/varve/partition/vfs"
+	"github.com/varvelog/varve/replication"
 )
 
-// Cluster is a set of in-process brokers (one, for now).
+// Cluster is a set of in-process brokers.
 type Cluster struct {
-	t       testing.TB
-	cfg     broker.Config
+	t     testing.TB
+	size  int
+	mem   bool
+	base  broker.Config
+	nodes []*node
+	net   *network
+	seed  uint64
+}
+
+// node is one broker slot: its identity and disk survive restarts.
+type node struct {
+	id        int32
+	dataDir   string
+	kafkaAddr string
+	raftAddr  string
+	fs        vfs.FS // the disk; a Kill replaces it with its crash image
+	mem       *vfs.Mem
+
 	broker  *broker.Broker
-	addr    string
 	serving chan error
 }
 
 // Option changes how a cluster is built.
-type Option func(*broker.Config)
+type Option func(*Cluster)
 
-// WithConfig lets a test change the broker config before start.
-func WithConfig(f func(*broker.Config)) Option { return Option(f) }
+// WithConfig lets a test change every broker's config before start.
+func WithConfig(f func(*broker.Config)) Option {
+	return func(c *Cluster) { f(&c.base) }
+}
 
-// NewCluster starts a broker on a fresh data directory and stops it when
-// the test ends.
+// Brokers sets the number of brokers (default 1). Clusters of more than
+// one run on the in-memory filesystem, so Kill can cut their power.
+func Brokers(n int) Option { return func(c *Cluster) { c.size = n } }
+
+// InMemory puts the brokers' data on the fault-injecting in-memory
+// filesystem (the default for more than one broker).
+func InMemory() Option { return func(c *Cluster) { c.mem = true } }
+
+// testTimings are shorter Raft timeouts than production's, so failover
+// tests take seconds, not tens of seconds.
+func testTimings(cfg *broker.Config) {
+	cfg.LeaderBalanceInterval = 500 * time.Millisecond
+	cfg.DataTiming = replication.Timing{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, Lease: 250 * time.Millisecond, Commit: 100 * time.Millisecond}
+	cfg.MetadataTiming = replication.Timing{Heartbeat: 300 * time.Millisecond, Election: 300 * time.Millisecond, Lease: 150 * time.Millisecond, Commit: 50 * time.Millisecond}
+}
+
+// NewCluster starts the brokers on fresh data directories and stops them
+// when the test ends.
 func NewCluster(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
-	cfg := broker.Config{DataDir: t.TempDir(), FlushInterval: 100 * time.Millisecond}
+	c := &Cluster{t: t, size: 1, net: newNetwork(), seed: uint64(time.Now().UnixNano())}
+	testTimings(&c.base)
 	for _, o := range opts {
-		o(&cfg)
+		o(c)
 	}
-	c := &Cluster{t: t, cfg: cfg}
-	c.start()
-	t.Cleanup(func() { c.stop() })
+	if c.size > 1 {
+		c.mem = true
+	}
+	var peers []replication.Peer
+	for i := range c.size {
+		n := &node{id: int32(i + 1), dataDir: path.Join(t.TempDir(), fmt.Sprintf("broker-%d", i+1))}
+		if c.mem {
+			n.mem = vfs.NewMem()
+			n.fs = n.mem
+			n.dataDir = fmt.Sprintf("/broker-%d", i+1)
+		} else {
+			n.fs = vfs.OS{}
+		}
+		n.kafkaAddr, n.raftAddr = freeAddr(t), freeAddr(t)
+		peers = append(peers, replication.Peer{ID: n.id, Addr: n.raftAddr})
+		c.nodes = append(c.nodes, n)
+	}
+	if c.size == 1 {
+		peers = nil // a cluster of one, as `varve serve` without --peers
+	}
+	c.base.Peers = peers
+	t.Cleanup(c.stopAll)
+	var wg sync.WaitGroup
+	errs := make([]error, c.size)
+	for i := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.start(i)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRegistered()
 	return c
 }
 
-func (c *Cluster) start() {
-	c.t.Helper()
-	b, err := broker.New(c.cfg)
-	if err != nil {
-		c.t.Fatalf("start broker: %v", err)
-	}
+// freeAddr reserves a port on 127.0.0.1 by binding it and letting go; a
+// broker binds it again at once (and again on restart, so clients and
+// peers keep their addresses).
+func freeAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		c.t.Fatalf("listen: %v", err)
+		t.Fatalf("listen: %v", err)
 	}
-	c.broker, c.addr = b, ln.Addr().String()
-	c.serving = make(chan error, 1)
-	go func() { c.serving <- b.Serve("PLAINTEXT", ln) }()
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }
 
-func (c *Cluster) stop() {
-	if c.broker == nil {
+// listenRetry binds addr, retrying briefly while the previous owner's
+// socket is still going away.
+func listenRetry(addr string) (net.Listener, error) {
+	var err error
+	for range 100 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func (c *Cluster) start(i int) error {
+	n := c.nodes[i]
+	cfg := c.base
+	cfg.NodeID = n.id
+	cfg.DataDir = n.dataDir
+	cfg.FS = n.fs
+	rln, err := listenRetry(n.raftAddr)
+	if err != nil {
+		return fmt.Errorf("broker %d: raft listener: %w", n.id, err)
+	}
+	cfg.RaftListener = c.net.listener(n.id, rln)
+	cfg.RaftDial = c.net.dialer(n.id, c.idOf)
+	b, err := broker.New(cfg)
+	if err != nil {
+		_ = rln.Close()
+		return fmt.Errorf("broker %d: %w", n.id, err)
+	}
+	ln, err := listenRetry(n.kafkaAddr)
+	if err != nil {
+		_ = b.Shutdown(context.Background())
+		return fmt.Errorf("broker %d: kafka listener: %w", n.id, err)
+	}
+	n.broker = b
+	n.serving = make(chan error, 1)
+	go func() { n.serving <- b.Serve("PLAINTEXT", ln) }()
+	return nil
+}
+
+// idOf maps a Raft address to its broker id (0 when unknown).
+func (c *Cluster) idOf(addr string) int32 {
+	for _, n := range c.nodes {
+		if n.raftAddr == addr {
+			return n.id
+		}
+	}
+	return 0
+}
+
+// waitRegistered waits until every running broker's metadata lists every
+// running broker.
+func (c *Cluster) waitRegistered() {
+	c.t.Helper()
+	eventually(c.t, 30*time.Second, "brokers to register", func() bool {
+		for _, n := range c.nodes {
+			if n.broker == nil {
+				continue
+			}
+			if len(n.broker.RegisteredBrokers()) < c.running() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *Cluster) running() int {
+	k := 0
+	for _, n := range c.nodes {
+		if n.broker != nil {
+			k++
+		}
+	}
+	return k
+}
+
+func (c *Cluster) stop(i int) {
+	n := c.nodes[i]
+	if n.broker == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := c.broker.Shutdown(ctx); err != nil {
-		c.t.Errorf("shutdown: %v", err)
+	if err := n.broker.Shutdown(ctx); err != nil {
+		c.t.Errorf("shutdown broker %d: %v", n.id, err)
 	}
-	if err := <-c.serving; err != nil && !errors.Is(err, net.ErrClosed) {
-		c.t.Errorf("serve: %v", err)
+	if err := <-n.serving; err != nil && !errors.Is(err, net.ErrClosed) {
+		c.t.Errorf("serve broker %d: %v", n.id, err)
 	}
-	c.broker = nil
+	n.broker = nil
 }
 
-// Restart stops the broker gracefully and starts it again on the same data
-// directory (and a new port).
-func (c *Cluster) Restart() {
+func (c *Cluster) stopAll() {
+	var wg sync.WaitGroup
+	for i := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.stop(i)
+		}()
+	}
+	wg.Wait()
+}
+
+// Size is the number of broker slots.
+func (c *Cluster) Size() int { return len(c.nodes) }
+
+// Stop stops broker i gracefully.
+func (c *Cluster) Stop(i int) { c.stop(i) }
+
+// Start starts a stopped or killed broker i again on its data.
+func (c *Cluster) Start(i int) {
 	c.t.Helper()
-	c.stop()
-	c.start()
+	if err := c.start(i); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
-// Addr is the Kafka listener's address.
-func (c *Cluster) Addr() string { return c.addr }
+// Restart stops broker i gracefully and starts it again on the same data
+// directory and addresses.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.stop(i)
+	c.Start(i)
+}
 
-// Broker is the running broker.
-func (c *Cluster) Broker() *broker.Broker { return c.broker }
+// Kill cuts broker i's power: its disk becomes what a power loss leaves
+// (everything not fsynced gone, unsynced tails torn at random) and the
+// running broker is abandoned: cut off the network at once, then stopped
+// against its old disk, which nothing reads again. Start brings it back
+// on the crash image. Needs the in-memory filesystem.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	n := c.nodes[i]
+	if n.mem == nil {
+		c.t.Fatal("Kill needs the in-memory filesystem (Brokers(n>1) or InMemory())")
+	}
+	if n.broker == nil {
+		return
+	}
+	c.net.isolate(n.id, true)
+	c.seed++
+	rng := rand.New(rand.NewPCG(c.seed, uint64(n.id)))
+	image := n.mem.CrashClone(rng)
+	c.t.Logf("killed broker %d (crash seed %d)", n.id, c.seed)
+	old := n.broker
+	n.broker = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_ = old.Shutdown(ctx) // against the abandoned disk; its errors are expected
+	cancel()
+	<-n.serving
+	n.mem = image
+	n.fs = image
+	c.net.isolate(n.id, false)
+}
 
-// Client returns a franz-go client for the cluster, closed at the end of
-// the test. Options are appended to the seed brokers.
+// Isolate cuts (or heals) every Raft link of broker i; Kafka clients still
+// reach it.
+func (c *Cluster) Isolate(i int, cut bool) { c.net.isolate(c.nodes[i].id, cut) }
+
+// Addr is the Kafka address of the first running broker.
+func (c *Cluster) Addr() string {
+	for _, n := range c.nodes {
+		if n.broker != nil {
+			return n.kafkaAddr
+		}
+	}
+	return c.nodes[0].kafkaAddr
+}
+
+// BrokerAddr is broker i's Kafka address.
+func (c *Cluster) BrokerAddr(i int) string { return c.nodes[i].kafkaAddr }
+
+// Addrs are the Kafka addresses of every broker slot.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.kafkaAddr)
+	}
+	return out
+}
+
+// Broker is broker i while it runs (nil when stopped).
+func (c *Cluster) Broker(i int) *broker.Broker { return c.nodes[i].broker }
+
+// FS is broker i's current disk.
+func (c *Cluster) FS(i int) vfs.FS { return c.nodes[i].fs }
+
+// DataDir is broker i's data directory on its disk.
+func (c *Cluster) DataDir(i int) string { return c.nodes[i].dataDir }
+
+// Index is the slot of the broker with the given id, -1 if none.
+func (c *Cluster) Index(id int32) int {
+	for i, n := range c.nodes {
+		if n.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitLeader waits until a partition has a ready leader that every
+// running broker's metadata names, and returns its slot.
+func (c *Cluster) WaitLeader(topic string, p int32) int {
+	c.t.Helper()
+	leader := -1
+	eventually(c.t, 60*time.Second, fmt.Sprintf("a leader for %s-%d", topic, p), func() bool {
+		leader = -1
+		var id int32 = -1
+		for i, n := range c.nodes {
+			if n.broker == nil {
+				continue
+			}
+			l, _ := n.broker.PartitionLeader(topic, p)
+			if l < 0 || (id >= 0 && l != id) {
+				return false
+			}
+			id = l
+			if n.id == l && n.broker.IsReadyLeader(topic, p) {
+				leader = i
+			}
+		}
+		return leader >= 0
+	})
+	return leader
+}
+
+// Client returns a franz-go client seeded with every broker, closed at
+// the end of the test.
 func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.addr)}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}
@@ -105,4 +380,125 @@ func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 // Admin returns a kadm client over a new franz-go client.
 func (c *Cluster) Admin(t testing.TB) *kadm.Client {
 	return kadm.NewClient(c.Client(t))
+}
+
+// eventually polls cond every 20 ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// network tracks the Raft connections between brokers so Isolate can cut
+// them: every connection is dialed through it, and the listening side's
+// connections are tracked by broker id too.
+type network struct {
+	mu       sync.Mutex
+	isolated map[int32]bool
+	conns    map[int32]map[net.Conn]bool // by either end's broker id
+}
+
+func newNetwork() *network {
+	return &network{isolated: map[int32]bool{}, conns: map[int32]map[net.Conn]bool{}}
+}
+
+var errIsolated = errors.New("integration: link cut")
+
+func (nw *network) track(id int32, conn net.Conn) {
+	if nw.conns[id] == nil {
+		nw.conns[id] = map[net.Conn]bool{}
+	}
+	nw.conns[id][conn] = true
+}
+
+// isolate cuts (closes every connection and refuses new ones) or heals.
+func (nw *network) isolate(id int32, cut bool) {
+	nw.mu.Lock()
+	nw.isolated[id] = cut
+	var doomed []net.Conn
+	if cut {
+		for conn := range nw.conns[id] {
+			doomed = append(doomed, conn)
+		}
+		delete(nw.conns, id)
+	}
+	nw.mu.Unlock()
+	for _, conn := range doomed {
+		_ = conn.Close()
+	}
+}
+
+// dialer is broker from's RaftDial.
+func (nw *network) dialer(from int32, idOf func(string) int32) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		to := idOf(addr)
+		nw.mu.Lock()
+		cut := nw.isolated[from] || nw.isolated[to]
+		nw.mu.Unlock()
+		if cut {
+			return nil, errIsolated
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		nw.mu.Lock()
+		defer nw.mu.Unlock()
+		if nw.isolated[from] || nw.isolated[to] {
+			_ = conn.Close()
+			return nil, errIsolated
+		}
+		nw.track(from, conn)
+		nw.track(to, conn)
+		return conn, nil
+	}
+}
+
+// listener wraps broker id's Raft listener: accepted connections are
+// tracked, and refused while it is isolated.
+func (nw *network) listener(id int32, ln net.Listener) net.Listener {
+	return &trackedListener{Listener: ln, nw: nw, id: id}
+}
+
+type trackedListener struct {
+	net.Listener
+	nw *network
+	id int32
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.nw.mu.Lock()
+		if l.nw.isolated[l.id] {
+			l.nw.mu.Unlock()
+			_ = conn.Close()
+			continue
+		}
+		l.nw.track(l.id, conn)
+		l.nw.mu.Unlock()
+		return conn, nil
+	}
+}
+
+// String names the cluster in failure messages.
+func (c *Cluster) String() string {
+	var parts []string
+	for _, n := range c.nodes {
+		state := "down"
+		if n.broker != nil {
+			state = "up"
+		}
+		parts = append(parts, fmt.Sprintf("%d@%s(%s)", n.id, n.kafkaAddr, state))
+	}
+	return strings.Join(parts, " ")
 }

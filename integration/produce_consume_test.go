@@ -97,7 +97,7 @@ func TestDefaultProducerRoundTrip(t *testing.T) {
 	}
 	check("first read")
 	check("second read")
-	c.Restart()
+	c.Restart(0)
 	check("after restart")
 }
 

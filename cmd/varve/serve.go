@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/varvelog/varve/broker"
+	"github.com/varvelog/varve/replication"
 )
 
 // serveFlags are varve serve's settings, as flags, environment variables
@@ -31,6 +33,11 @@ type serveFlags struct {
 	logLevel         string
 	autoCreateTopics bool
 	numPartitions    int
+	raftAddr         string
+	raftAdvertise    string
+	peers            string
+	clusterID        string
+	writeCaching     bool
 	config           string
 }
 
@@ -44,6 +51,11 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&s.autoCreateTopics, "auto-create-topics", false, "let Metadata requests create missing topics (auto.create.topics.enable)")
 	fs.IntVar(&s.numPartitions, "num-partitions", 1, "partitions of an auto-created topic or of one created with -1 (num.partitions)")
+	fs.StringVar(&s.raftAddr, "raft-addr", "127.0.0.1:9093", "Raft listener address to bind (all replication traffic)")
+	fs.StringVar(&s.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: this broker's entry in --peers, else --raft-addr)")
+	fs.StringVar(&s.peers, "peers", "", "the cluster's brokers as id@host:raftport,... (this one included, identical on every broker); empty: a cluster of one")
+	fs.StringVar(&s.clusterID, "cluster-id", "", "cluster id fixed at the first start (default: derived from --peers, random without)")
+	fs.BoolVar(&s.writeCaching, "write-caching", false, "acknowledge writes before the Raft WAL's fsync (faster; a simultaneous power loss of a majority can lose acknowledged writes)")
 	fs.StringVar(&s.config, "config", "", "optional YAML file with any of these flags as keys")
 }
 
@@ -116,9 +128,24 @@ func runServe(args []string) error {
 	if s.id < 0 || s.id > 1<<31-1 {
 		return fmt.Errorf("--id %d out of range", s.id)
 	}
+	peers, err := parsePeers(s.peers)
+	if err != nil {
+		return err
+	}
+	advertise := s.raftAdvertise
+	for _, p := range peers {
+		if p.ID == int32(s.id) && advertise == "" {
+			advertise = p.Addr
+		}
+	}
 	cfg := broker.Config{
 		NodeID:            int32(s.id),
 		DataDir:           s.data,
+		RaftAddr:          s.raftAddr,
+		RaftAdvertise:     advertise,
+		Peers:             peers,
+		ClusterID:         s.clusterID,
+		WriteCaching:      s.writeCaching,
 		Listeners:         []broker.Listener{{Name: "PLAINTEXT", Advertise: s.advertise}},
 		AutoCreateTopics:  s.autoCreateTopics,
 		DefaultPartitions: int32(s.numPartitions),
@@ -173,4 +200,24 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// parsePeers reads --peers: id@host:port, comma-separated.
+func parsePeers(s string) ([]replication.Peer, error) {
+	var out []replication.Peer
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	for _, item := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(item), "@")
+		n, err := strconv.ParseInt(id, 10, 32)
+		if !ok || err != nil || n < 0 {
+			return nil, fmt.Errorf("--peers: %q is not id@host:port", item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peers: %q: %w", item, err)
+		}
+		out = append(out, replication.Peer{ID: int32(n), Addr: addr})
+	}
+	return out, nil
 }

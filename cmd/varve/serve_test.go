@@ -4,8 +4,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/varvelog/varve/replication"
 )
 
 func TestSettingsPrecedence(t *testing.T) {
@@ -65,6 +68,25 @@ func TestNewLogger(t *testing.T) {
 		_, err := newLogger(os.Stderr, tc.format, tc.level)
 		if (err == nil) != tc.ok {
 			t.Fatalf("format %s level %s: %v", tc.format, tc.level, err)
+		}
+	}
+}
+
+func TestParsePeers(t *testing.T) {
+	got, err := parsePeers("1@127.0.0.1:9093, 2@broker-2:9093,3@[::1]:19093")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []replication.Peer{{ID: 1, Addr: "127.0.0.1:9093"}, {ID: 2, Addr: "broker-2:9093"}, {ID: 3, Addr: "[::1]:19093"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if got, err := parsePeers(""); err != nil || got != nil {
+		t.Fatalf("empty: %v %v", got, err)
+	}
+	for _, bad := range []string{"1", "x@h:1", "-1@h:1", "1@nohost", "1@h:1,,2@h:2"} {
+		if _, err := parsePeers(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

@@ -1,0 +1,59 @@
+package broker
+
+import "github.com/varvelog/varve/replication"
+
+// What tests, metrics and operators can ask a running broker about the
+// cluster, without a Kafka round trip.
+
+// RegisteredBrokers are the broker ids in this broker's metadata.
+func (b *Broker) RegisteredBrokers() []int32 { return b.meta.State().BrokerIDs() }
+
+// MetadataLeader is the broker leading the metadata group, -1 if unknown.
+func (b *Broker) MetadataLeader() int32 { return b.machine.Leader() }
+
+// PartitionLeader is the leader and epoch this broker's metadata records
+// for a partition ((-1, -1) when none or unknown topic).
+func (b *Broker) PartitionLeader(topic string, p int32) (leader, epoch int32) {
+	t, ok := b.meta.State().Topics[topic]
+	if !ok || p < 0 || int(p) >= len(t.Partitions) {
+		return -1, -1
+	}
+	part := t.Partitions[p]
+	return part.Leader, part.LeaderEpoch
+}
+
+// IsReadyLeader reports whether this broker is the partition's ready
+// leader (its epoch-start entry applied).
+func (b *Broker) IsReadyLeader(topic string, p int32) bool {
+	r := b.lookupTopic(topic).partition(p)
+	if r == nil {
+		return false
+	}
+	_, err := r.Ready()
+	return err == nil
+}
+
+// ReplicaStats are the Raft counters of this broker's replica of a
+// partition; false when it holds none.
+func (b *Broker) ReplicaStats(topic string, p int32) (replication.GroupStats, bool) {
+	r := b.lookupTopic(topic).partition(p)
+	if r == nil || r.g == nil {
+		return replication.GroupStats{}, false
+	}
+	return r.g.Stats(), true
+}
+
+// SnapshotReplica makes this broker's replica of a partition take a Raft
+// snapshot now (compacting its WAL).
+func (b *Broker) SnapshotReplica(topic string, p int32) error {
+	r := b.lookupTopic(topic).partition(p)
+	if r == nil || r.g == nil {
+		return ErrUnknownTopic
+	}
+	return r.g.Snapshot()
+}
+
+// PartitionDir is where this broker keeps a partition's log.
+func (b *Broker) PartitionDir(topic string, p int32) string {
+	return partitionDir(b.cfg.DataDir, topic, p)
+}
