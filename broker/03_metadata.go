@@ -8,7 +8,8 @@ package broker
 // when the list is null, or empty before v1). Partition leaders and epochs
 // are those the leaders published (epoch = Raft term, never going down); a
 // partition without one answers LEADER_NOT_AVAILABLE with leader -1 and
-// epoch -1. ISR is the replica set while there is a leader. A missing
+// epoch -1. ISR is what the leader published from its followers'
+// acknowledged indexes (every replica until it has). A missing
 // topic is created only when the request allows it (always for v0-3,
 // AllowAutoTopicCreation from v4) and auto.create.topics.enable is on;
 // otherwise UNKNOWN_TOPIC_OR_PARTITION. A topic asked for by id (v10+)
@@ -110,7 +111,7 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 			mp.Leader, mp.LeaderEpoch = -1, -1
 			mp.ErrorCode = kerr.LeaderNotAvailable.Code
 		} else {
-			mp.ISR = p.part.Replicas
+			mp.ISR = p.part.InSync()
 		}
 		if p.g != nil && p.g.Log().Err() != nil {
 			mp.OfflineReplicas = []int32{b.cfg.NodeID}

@@ -154,6 +154,8 @@ func New(cfg Config) (*Broker, error) {
 	go b.registerLoop()
 	b.goBackground("retention", cfg.RetentionCheckInterval, b.retainAll)
 	b.goBackground("leader-balance", cfg.LeaderBalanceInterval, b.balanceLeaders)
+	isr := newISRTracker()
+	b.goBackground("isr", cfg.ISRInterval, func() { b.updateISR(isr) })
 	b.logger.Info("broker started", "cluster_id", b.clusterID, "data_dir", cfg.DataDir, "raft_addr", b.raftAdvertise, "peers", len(b.peers))
 	return b, nil
 }

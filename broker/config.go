@@ -99,6 +99,13 @@ type Config struct {
 	// partition's preferred replica hands leadership back to it (when
 	// caught up). Default 10 s; negative disables.
 	LeaderBalanceInterval time.Duration
+	// ISRInterval is how often a leader samples its followers'
+	// acknowledged indexes for the in-sync replica set. Default 1 s.
+	ISRInterval time.Duration
+	// ReplicaLagMax drops a follower from the ISR when it has not caught
+	// up with the leader for this long (replica.lag.time.max.ms).
+	// Default 30 s.
+	ReplicaLagMax time.Duration
 	// RetentionCheckInterval is how often retention runs
 	// (log.retention.check.interval.ms). Default 5 min.
 	RetentionCheckInterval time.Duration
@@ -148,6 +155,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = time.Second
+	}
+	if c.ISRInterval == 0 {
+		c.ISRInterval = time.Second
+	}
+	if c.ReplicaLagMax == 0 {
+		c.ReplicaLagMax = 30 * time.Second
 	}
 	if c.LeaderBalanceInterval == 0 {
 		c.LeaderBalanceInterval = 10 * time.Second

@@ -58,7 +58,7 @@ func (b *Broker) reconcile(st *metadata.State) bool {
 		ts := &topicState{configs: mt.Configs, settings: settings}
 		for i, p := range mt.Partitions {
 			idx := int32(i)
-			r := &raftReplica{b: b, topic: name, index: idx, part: p}
+			r := &raftReplica{b: b, topic: name, topicID: mt.ID, index: idx, part: p}
 			if slices.Contains(p.Replicas, b.cfg.NodeID) {
 				gid := groupID(mt.ID, idx)
 				want[gid] = true

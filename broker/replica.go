@@ -55,11 +55,12 @@ func groupID(id metadata.TopicID, index int32) string {
 // raftReplica is one partition of a topic. g is nil when this broker holds
 // no replica of it; then it only answers who leads.
 type raftReplica struct {
-	b     *Broker
-	topic string
-	index int32
-	part  metadata.Partition
-	g     *replication.Group
+	b       *Broker
+	topic   string
+	topicID metadata.TopicID
+	index   int32
+	part    metadata.Partition
+	g       *replication.Group
 }
 
 var _ replica = (*raftReplica)(nil)

@@ -31,6 +31,7 @@ type Cluster struct {
 	t     testing.TB
 	size  int
 	mem   bool
+	disk  bool // OnDisk: keep the real filesystem for several brokers
 	base  broker.Config
 	nodes []*node
 	net   *network
@@ -66,10 +67,17 @@ func Brokers(n int) Option { return func(c *Cluster) { c.size = n } }
 // filesystem (the default for more than one broker).
 func InMemory() Option { return func(c *Cluster) { c.mem = true } }
 
+// OnDisk keeps the brokers' data on the real filesystem (t.TempDir())
+// even for more than one broker, for benchmarks whose fsyncs must cost
+// what they cost. Kill needs the in-memory filesystem and fails with it.
+func OnDisk() Option { return func(c *Cluster) { c.disk = true } }
+
 // testTimings are shorter Raft timeouts than production's, so failover
 // tests take seconds, not tens of seconds.
 func testTimings(cfg *broker.Config) {
 	cfg.LeaderBalanceInterval = 500 * time.Millisecond
+	cfg.ISRInterval = 200 * time.Millisecond
+	cfg.ReplicaLagMax = 2 * time.Second
 	cfg.DataTiming = replication.Timing{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, Lease: 250 * time.Millisecond, Commit: 100 * time.Millisecond}
 	cfg.MetadataTiming = replication.Timing{Heartbeat: 300 * time.Millisecond, Election: 300 * time.Millisecond, Lease: 150 * time.Millisecond, Commit: 50 * time.Millisecond}
 }
@@ -83,7 +91,7 @@ func NewCluster(t testing.TB, opts ...Option) *Cluster {
 	for _, o := range opts {
 		o(c)
 	}
-	if c.size > 1 {
+	if c.size > 1 && !c.disk {
 		c.mem = true
 	}
 	var peers []replication.Peer

@@ -305,3 +305,68 @@ func nextOffset(b []byte) int64 {
 	}
 	return next
 }
+
+// TestISRFollowsFollowers: a follower cut off from the leader leaves the
+// ISR Metadata reports (on every broker) once it lags past ReplicaLagMax,
+// and comes back after it heals and catches up.
+func TestISRFollowsFollowers(t *testing.T) {
+	c := NewCluster(t, Brokers(3))
+	createReplicated(t, c, "isr", 1, 3)
+	leader := c.WaitLeader("isr", 0)
+	follower := (leader + 1) % c.Size()
+	followerID := int32(follower + 1)
+	isrOf := func(addr string) []int32 {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		md, err := kadm.NewClient(cl).Metadata(testContext(t, 5*time.Second), "isr")
+		if err != nil {
+			return nil
+		}
+		p := md.Topics["isr"].Partitions[0]
+		return p.ISR
+	}
+	everywhere := func(want func([]int32) bool) func() bool {
+		return func() bool {
+			for i := range c.Size() {
+				if !want(isrOf(c.BrokerAddr(i))) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	eventually(t, 10*time.Second, "a full ISR", everywhere(func(isr []int32) bool { return len(isr) == 3 }))
+	c.Isolate(follower, true)
+	cl := c.Client(t, kgo.DefaultProduceTopic("isr"))
+	var log ackLog
+	stop := make(chan struct{})
+	go func() { // keep the leader's log moving so the follower lags
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := &kgo.Record{Value: fmt.Appendf(nil, "isr%06d", i)}
+			log.promise(cl.ProduceSync(context.Background(), r).First())
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	without := func(isr []int32) bool { return len(isr) == 2 && !slices.Contains(isr, followerID) }
+	eventually(t, 20*time.Second, "the cut-off follower to leave the ISR", func() bool {
+		// The isolated broker's own metadata is cut off too: ask the others.
+		for i := range c.Size() {
+			if i != follower && !without(isrOf(c.BrokerAddr(i))) {
+				return false
+			}
+		}
+		return true
+	})
+	c.Isolate(follower, false)
+	eventually(t, 20*time.Second, "the healed follower to rejoin the ISR", everywhere(func(isr []int32) bool { return len(isr) == 3 }))
+	close(stop)
+	checkExactlyOnce(t, c, c.BrokerAddr(follower), "isr", log.recs)
+}

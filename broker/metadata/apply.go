@@ -39,6 +39,8 @@ func applyCommand(s *State, b []byte) (*State, Result) {
 		next = applySetLeader(s, c)
 	case AllocateProducerIDs:
 		next, res.ProducerID, err = applyAllocateProducerIDs(s, c)
+	case SetISR:
+		next = applySetISR(s, c)
 	default:
 		err = fmt.Errorf("%w: no apply for %T", ErrInvalidCommand, cmd)
 	}
@@ -239,9 +241,39 @@ func applySetLeader(s *State, c SetLeader) *State {
 	nt.Partitions = slices.Clone(t.Partitions)
 	nt.Partitions[c.Partition].Leader = c.Leader
 	nt.Partitions[c.Partition].LeaderEpoch = c.Epoch
+	nt.Partitions[c.Partition].ISR = nil // the new leader publishes its own
 	next := withTopic(s, &nt)
 	next.MaxEpoch = max(s.MaxEpoch, c.Epoch)
 	return next
+}
+
+// applySetISR records a partition's in-sync replicas, or returns nil (no
+// effect) unless the proposer is the published leader at the published
+// epoch and the set is a subset of the replicas that includes it.
+func applySetISR(s *State, c SetISR) *State {
+	t := s.TopicByID(c.Topic)
+	if t == nil || c.Partition < 0 || int(c.Partition) >= len(t.Partitions) {
+		return nil
+	}
+	p := t.Partitions[c.Partition]
+	if p.Leader != c.Leader || p.LeaderEpoch != c.Epoch || !slices.Contains(c.ISR, c.Leader) {
+		return nil
+	}
+	isr := slices.Clone(c.ISR)
+	slices.Sort(isr)
+	isr = slices.Compact(isr)
+	for _, id := range isr {
+		if !slices.Contains(p.Replicas, id) {
+			return nil
+		}
+	}
+	if slices.Equal(isr, p.ISR) {
+		return nil
+	}
+	nt := *t
+	nt.Partitions = slices.Clone(t.Partitions)
+	nt.Partitions[c.Partition].ISR = isr
+	return withTopic(s, &nt)
 }
 
 // withTopic returns a copy of s in which t replaces the topic of the same

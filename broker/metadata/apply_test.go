@@ -380,3 +380,72 @@ func TestPublishedStatesAreImmutable(t *testing.T) {
 		t.Fatal("a published state's by-id index changed")
 	}
 }
+
+func TestSetISR(t *testing.T) {
+	f := NewFSM()
+	idx := uint64(0)
+	apply := func(cmd any) Result {
+		t.Helper()
+		b, err := Encode(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx++
+		return f.Apply(idx, 1, b)
+	}
+	for id := range int32(3) {
+		apply(RegisterBroker{Broker: Broker{ID: id + 1, RaftAddr: "r"}})
+	}
+	id := TopicID{7}
+	if r := apply(CreateTopic{Name: "t", ID: id, Partitions: 1, ReplicationFactor: 3}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	part := func() Partition { return f.State().Topics["t"].Partitions[0] }
+	if got := part().InSync(); got != nil {
+		t.Fatalf("no leader: isr %v", got)
+	}
+	leader := part().Replicas[0]
+	apply(SetLeader{Topic: id, Partition: 0, Leader: leader, Epoch: 5})
+	if got := part().InSync(); !slices.Equal(got, part().Replicas) {
+		t.Fatalf("unpublished isr %v, want the replicas %v", got, part().Replicas)
+	}
+	other := part().Replicas[1]
+	for _, tc := range []struct {
+		name string
+		cmd  SetISR
+	}{
+		{"wrong leader", SetISR{Topic: id, Leader: other, Epoch: 5, ISR: []int32{other}}},
+		{"stale epoch", SetISR{Topic: id, Leader: leader, Epoch: 4, ISR: []int32{leader}}},
+		{"without the leader", SetISR{Topic: id, Leader: leader, Epoch: 5, ISR: []int32{other}}},
+		{"not a replica", SetISR{Topic: id, Leader: leader, Epoch: 5, ISR: []int32{leader, 9}}},
+		{"unknown topic", SetISR{Topic: TopicID{8}, Leader: leader, Epoch: 5, ISR: []int32{leader}}},
+	} {
+		if r := apply(tc.cmd); r.Err != nil || r.Changed {
+			t.Fatalf("%s: %+v", tc.name, r)
+		}
+	}
+	if r := apply(SetISR{Topic: id, Leader: leader, Epoch: 5, ISR: []int32{leader, other, leader}}); !r.Changed {
+		t.Fatal("valid isr not applied")
+	}
+	want := []int32{min(leader, other), max(leader, other)}
+	if got := part().InSync(); !slices.Equal(got, want) {
+		t.Fatalf("isr %v, want %v", got, want)
+	}
+	// Round trip through a snapshot.
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.State().Topics["t"].Partitions[0].ISR; !slices.Equal(got, want) {
+		t.Fatalf("restored isr %v", got)
+	}
+	// A new leader starts from every replica again.
+	apply(SetLeader{Topic: id, Partition: 0, Leader: other, Epoch: 6})
+	if got := part().InSync(); !slices.Equal(got, part().Replicas) {
+		t.Fatalf("after a leader change: isr %v", got)
+	}
+}

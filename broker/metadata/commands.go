@@ -18,6 +18,7 @@ const (
 	typeAlterConfigs        byte = 5
 	typeSetLeader           byte = 6
 	typeAllocateProducerIDs byte = 7
+	typeSetISR              byte = 8
 )
 
 // commandVersion is the second byte of every command this build writes and
@@ -81,6 +82,17 @@ type SetLeader struct {
 	Epoch     int32   `json:"epoch"`
 }
 
+// SetISR publishes the in-sync replicas of one partition, proposed by its
+// leader at Epoch: ignored unless that leader and epoch are still the
+// published ones (a deposed leader cannot shrink the ISR).
+type SetISR struct {
+	Topic     TopicID `json:"topic"`
+	Partition int32   `json:"partition"`
+	Leader    int32   `json:"leader"`
+	Epoch     int32   `json:"epoch"`
+	ISR       []int32 `json:"isr"`
+}
+
 // AllocateProducerIDs reserves a block of Count producer ids.
 type AllocateProducerIDs struct {
 	Count int64 `json:"count"`
@@ -105,6 +117,8 @@ func Encode(cmd any) ([]byte, error) {
 		t = typeSetLeader
 	case AllocateProducerIDs, *AllocateProducerIDs:
 		t = typeAllocateProducerIDs
+	case SetISR, *SetISR:
+		t = typeSetISR
 	default:
 		return nil, fmt.Errorf("%w: cannot encode %T", ErrInvalidCommand, c)
 	}
@@ -145,6 +159,8 @@ func Decode(b []byte) (any, error) {
 		return decodeBody[SetLeader](b[0], body)
 	case typeAllocateProducerIDs:
 		return decodeBody[AllocateProducerIDs](b[0], body)
+	case typeSetISR:
+		return decodeBody[SetISR](b[0], body)
 	}
 	return nil, fmt.Errorf("%w: unknown type %d", ErrInvalidCommand, b[0])
 }

@@ -87,7 +87,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"one byte", "\x01", "shorter"},
 		{"header only", "\x03\x01", "not a JSON object"},
 		{"unknown type 0", "\x00\x01{}", "unknown type 0"},
-		{"unknown type 8", "\x08\x01{}", "unknown type 8"},
+		{"unknown type 9", "\x09\x01{}", "unknown type 9"},
 		{"version 0", "\x03\x00{\"name\":\"t\"}", "version 0"},
 		{"version 2", "\x03\x02{\"name\":\"t\"}", "version 2"},
 		{"not json", "\x03\x01hello", "not a JSON object"},

@@ -51,6 +51,7 @@
 //	5     AlterConfigs          name, configs
 //	6     SetLeader             topic, partition, leader, epoch
 //	7     AllocateProducerIDs   count
+//	8     SetISR                topic, partition, leader, epoch, isr
 //
 // Every type is at version 1. A topic id is written as Kafka prints a UUID:
 // base64url without padding (22 characters), which is also TopicID.String.

@@ -153,6 +153,9 @@ func checkTopic(s *State, t *Topic) error {
 		if p.Leader != -1 && !slices.Contains(p.Replicas, p.Leader) || p.LeaderEpoch < -1 || (p.Leader == -1) != (p.LeaderEpoch == -1) {
 			return fmt.Errorf("topic %q partition %d: leader %d epoch %d", t.Name, i, p.Leader, p.LeaderEpoch)
 		}
+		if p.ISR != nil && (!slices.IsSorted(p.ISR) || !slices.Contains(p.ISR, p.Leader) || slices.ContainsFunc(p.ISR, func(id int32) bool { return !slices.Contains(p.Replicas, id) })) {
+			return fmt.Errorf("topic %q partition %d: isr %v", t.Name, i, p.ISR)
+		}
 	}
 	return nil
 }

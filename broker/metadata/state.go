@@ -69,6 +69,22 @@ type Partition struct {
 	Replicas    []int32 `json:"replicas"`     // replica set; Replicas[0] is the preferred leader
 	Leader      int32   `json:"leader"`       // -1 when unknown
 	LeaderEpoch int32   `json:"leader_epoch"` // -1 until a leader is first published; never decreases
+	// ISR are the in-sync replicas as the leader last published them,
+	// sorted; nil until it has (then every replica counts).
+	ISR []int32 `json:"isr,omitempty"`
+}
+
+// InSync is the partition's ISR: the published one, or every replica
+// while there is a leader that has published none, or nothing without a
+// leader.
+func (p Partition) InSync() []int32 {
+	switch {
+	case p.Leader < 0:
+		return nil
+	case p.ISR != nil:
+		return p.ISR
+	}
+	return p.Replicas
 }
 
 // Topic is one topic. A published Topic is immutable: a change makes a new
