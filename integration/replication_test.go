@@ -4,16 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/varvelog/varve/broker"
 	"github.com/varvelog/varve/partition"
+	"github.com/varvelog/varve/partition/vfs"
 )
 
 // createReplicated creates a topic with the given replication factor and
@@ -369,4 +375,63 @@ func TestISRFollowsFollowers(t *testing.T) {
 	eventually(t, 20*time.Second, "the healed follower to rejoin the ISR", everywhere(func(isr []int32) bool { return len(isr) == 3 }))
 	close(stop)
 	checkExactlyOnce(t, c, c.BrokerAddr(follower), "isr", log.recs)
+}
+
+// TestFsyncFailureMovesLeadership: when the leader's disk fails an fsync
+// of a partition's Raft log, that replica stops (fail closed, never
+// retried), answers KAFKA_STORAGE_ERROR, and leadership moves to a healthy
+// replica; producing carries on and nothing acknowledged is lost.
+func TestFsyncFailureMovesLeadership(t *testing.T) {
+	// No balancing: the leader must stay put until its disk fails.
+	c := NewCluster(t, Brokers(3), WithConfig(func(cfg *broker.Config) { cfg.LeaderBalanceInterval = -1 }))
+	createReplicated(t, c, "disk", 1, 3)
+	victim := c.WaitLeader("disk", 0)
+	cl := c.Client(t, kgo.DefaultProduceTopic("disk"), kgo.RecordDeliveryTimeout(time.Minute))
+	var log ackLog
+	produce := func(from, to int) {
+		for i := from; i < to; i++ {
+			cl.Produce(context.Background(), &kgo.Record{Value: fmt.Appendf(nil, "d%06d", i)}, log.promise)
+		}
+		if err := cl.Flush(testContext(t, time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 500)
+	mem := c.FS(victim).(*vfs.Mem)
+	failed := errors.New("injected fsync failure")
+	mem.SetFault(func(op vfs.Op, name string) error {
+		if op == vfs.OpSync && strings.Contains(name, "/raft/") && !strings.Contains(name, "__cluster_metadata") {
+			return failed
+		}
+		return nil
+	})
+	produce(500, 1500)
+	if _, ok := c.Broker(victim).ReplicaStats("disk", 0); !ok {
+		t.Fatal("the victim holds no replica")
+	}
+	if c.Broker(victim).IsReadyLeader("disk", 0) {
+		t.Fatal("the victim still leads after failing an fsync")
+	}
+	if log.errs != 0 || len(log.recs) != 1500 {
+		t.Fatalf("%d acknowledged, %d failed", len(log.recs), log.errs)
+	}
+	leader := c.WaitLeader("disk", 0)
+	if leader == victim {
+		t.Fatalf("broker %d still leads after its disk failed", victim+1)
+	}
+	// The stopped replica answers KAFKA_STORAGE_ERROR to a direct request.
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.Version = 4
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = "disk"
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Timestamp = -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp := rawRequest(t, c.BrokerAddr(victim), req).(*kmsg.ListOffsetsResponse)
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.KafkaStorageError.Code {
+		t.Fatalf("failed replica answers error %d, want KAFKA_STORAGE_ERROR", code)
+	}
+	mem.SetFault(nil)
+	checkExactlyOnce(t, c, c.BrokerAddr(leader), "disk", log.recs)
 }

@@ -165,6 +165,9 @@ func OpenGroup(cfg GroupConfig) (*Group, error) {
 		trailing:  cfg.TrailingLogs,
 		threshold: cfg.SnapshotEntries,
 		maxAppend: 16,
+		onStorageError: func(err error) {
+			g.fail(fmt.Errorf("replication: raft log: %w", err))
+		},
 	}, g.fsm)
 	if err != nil {
 		_ = l.Close()

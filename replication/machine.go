@@ -39,8 +39,9 @@ type MachineConfig struct {
 
 // Machine is a StateMachine replicated by one Raft group.
 type Machine struct {
-	node *node
-	log  *slog.Logger
+	node    *node
+	log     *slog.Logger
+	started chan struct{} // closed once node is set
 }
 
 // maxMachineSnapshot bounds what Restore reads into memory.
@@ -54,6 +55,7 @@ func OpenMachine(cfg MachineConfig, sm StateMachine) (*Machine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	m := &Machine{log: cfg.Logger, started: make(chan struct{})}
 	n, err := openNode(nodeConfig{
 		groupID:        cfg.ID,
 		localID:        cfg.LocalID,
@@ -67,11 +69,19 @@ func OpenMachine(cfg MachineConfig, sm StateMachine) (*Machine, error) {
 		threshold:      4096,
 		maxAppend:      256,
 		restoreOnStart: true,
+		onStorageError: func(err error) {
+			cfg.Logger.Error("metadata raft log failed; this broker leaves the metadata group", "err", err)
+			go func() {
+				<-m.started // the failure may come while raft starts
+				_ = m.node.raft.Shutdown().Error()
+			}()
+		},
 	}, machineFSM{sm})
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{node: n, log: cfg.Logger}
+	m.node = n
+	close(m.started)
 	go m.drainNotify()
 	return m, nil
 }

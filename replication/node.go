@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -79,12 +80,38 @@ type nodeConfig struct {
 	// restoreOnStart restores the latest snapshot at start: for state
 	// machines that keep nothing on disk themselves.
 	restoreOnStart bool
+	// onStorageError is told of the first failed WAL write or fsync: the
+	// owner stops the node (raft would otherwise carry on with a log that
+	// refuses writes, and panic when it next persists a term).
+	onStorageError func(error)
 }
+
+// failStore reports write failures of the WAL (log and stable store) to
+// the owner, once, so a failed disk stops the replica instead of leaving
+// raft running on it.
+type failStore struct {
+	*wal.Log
+	once  sync.Once
+	onErr func(error)
+}
+
+func (s *failStore) check(err error) error {
+	if err != nil && s.onErr != nil {
+		s.once.Do(func() { s.onErr(err) })
+	}
+	return err
+}
+
+func (s *failStore) StoreLog(l *raft.Log) error         { return s.check(s.Log.StoreLog(l)) }
+func (s *failStore) StoreLogs(ls []*raft.Log) error     { return s.check(s.Log.StoreLogs(ls)) }
+func (s *failStore) DeleteRange(lo, hi uint64) error    { return s.check(s.Log.DeleteRange(lo, hi)) }
+func (s *failStore) Set(k, v []byte) error              { return s.check(s.Log.Set(k, v)) }
+func (s *failStore) SetUint64(k []byte, v uint64) error { return s.check(s.Log.SetUint64(k, v)) }
 
 // node is one raft instance with its stores.
 type node struct {
 	raft   *raft.Raft
-	wal    *wal.Log
+	wal    *failStore
 	snaps  *snapstore.Store
 	trans  *transport.GroupTransport
 	notify chan bool
@@ -98,10 +125,11 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 	if fsys == nil {
 		fsys = vfs.OS{}
 	}
-	w, err := wal.Open(wal.Options{Dir: path.Join(cfg.dir, "wal"), FS: fsys, NoSync: cfg.noSync, Logger: cfg.logger})
+	wl, err := wal.Open(wal.Options{Dir: path.Join(cfg.dir, "wal"), FS: fsys, NoSync: cfg.noSync, Logger: cfg.logger})
 	if err != nil {
 		return nil, err
 	}
+	w := &failStore{Log: wl, onErr: cfg.onStorageError}
 	snaps, err := snapstore.Open(snapstore.Options{Dir: path.Join(cfg.dir, "snapshots"), FS: fsys, Retain: 1, Source: cfg.source, Logger: cfg.logger})
 	if err != nil {
 		_ = w.Close()
