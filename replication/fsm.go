@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/varvelog/varve/partition"
+	"github.com/varvelog/varve/replication/snapstore"
 )
 
 // partitionFSM is the partition as a raft.FSM. raft calls Apply, Snapshot
@@ -178,6 +179,37 @@ func (f *partitionFSM) Restore(rc io.ReadCloser) error {
 	f.dirty = false
 	f.g.restores.Add(1)
 	f.g.logger.Info("installed snapshot", "applied_index", f.applied, "log_end_offset", l.LogEndOffset())
+	return nil
+}
+
+// catchUpSnapshot restores, before raft starts, a snapshot that raft
+// stored (received from a leader) but the partition never installed: a
+// crash or a failed restore in between. raft starts with everything up to
+// the snapshot counted as applied (NoSnapshotRestoreOnStart), so without
+// this the partition would silently miss those entries.
+func (f *partitionFSM) catchUpSnapshot(latest *raft.SnapshotMeta, snaps *snapstore.Store) error {
+	if latest.Index <= f.applied {
+		return nil
+	}
+	f.g.logger.Warn("partition is behind the latest raft snapshot; restoring it", "applied_index", f.applied, "snapshot_index", latest.Index)
+	_, rc, err := snaps.Open(latest.ID)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_ = f.log.Close()
+	l, err := partition.Restore(f.opts, rc)
+	if err != nil {
+		return fmt.Errorf("replication: restore snapshot %s at start: %w", latest.ID, err)
+	}
+	f.mu.Lock()
+	f.log = l
+	f.mu.Unlock()
+	f.applied, _ = l.Checkpointed()
+	f.dirty = false
+	if f.applied < latest.Index {
+		return fmt.Errorf("replication: snapshot %s restored to index %d, below its own %d", latest.ID, f.applied, latest.Index)
+	}
 	return nil
 }
 

@@ -168,9 +168,10 @@ func OpenGroup(cfg GroupConfig) (*Group, error) {
 		onStorageError: func(err error) {
 			g.fail(fmt.Errorf("replication: raft log: %w", err))
 		},
+		beforeStart: g.fsm.catchUpSnapshot,
 	}, g.fsm)
 	if err != nil {
-		_ = l.Close()
+		_ = g.fsm.current().Close() // a start-time restore may have replaced l
 		return nil, err
 	}
 	g.node = n

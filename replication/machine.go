@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -42,6 +43,8 @@ type Machine struct {
 	node    *node
 	log     *slog.Logger
 	started chan struct{} // closed once node is set
+
+	closeOnce sync.Once
 }
 
 // maxMachineSnapshot bounds what Restore reads into memory.
@@ -134,10 +137,13 @@ func (m *Machine) Term() uint64 { return m.node.raft.CurrentTerm() }
 // TransferLeadership hands leadership to another voter.
 func (m *Machine) TransferLeadership() error { return m.node.raft.LeadershipTransfer().Error() }
 
-// Close stops the group.
+// Close stops the group. Later calls return nil.
 func (m *Machine) Close() error {
-	err := m.node.shutdown()
-	close(m.node.notify)
+	var err error
+	m.closeOnce.Do(func() {
+		err = m.node.shutdown()
+		close(m.node.notify)
+	})
 	return err
 }
 

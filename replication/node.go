@@ -84,6 +84,10 @@ type nodeConfig struct {
 	// owner stops the node (raft would otherwise carry on with a log that
 	// refuses writes, and panic when it next persists a term).
 	onStorageError func(error)
+	// beforeStart runs once the stores are open, before raft starts: the
+	// partition uses it to catch up with a snapshot raft stored but the
+	// partition never restored.
+	beforeStart func(latest *raft.SnapshotMeta, snaps *snapstore.Store) error
 }
 
 // failStore reports write failures of the WAL (log and stable store) to
@@ -165,6 +169,10 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 		n.closeStores()
 		return nil, fmt.Errorf("replication: group %s: %w", cfg.groupID, err)
 	}
+	if err := n.reconcileSnapshot(cfg); err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("replication: group %s: %w", cfg.groupID, err)
+	}
 	n.trans = cfg.mux.Group(cfg.groupID)
 	existing, err := raft.HasExistingState(w, w, snaps)
 	if err != nil {
@@ -222,4 +230,38 @@ func (n *node) leader() int32 {
 		return -1
 	}
 	return brokerID(id)
+}
+
+// reconcileSnapshot handles a crash (or failed restore) between raft
+// storing a snapshot received from the leader and finishing its install:
+// the store then holds a snapshot newer than both the state machine and
+// the WAL. raft would count everything up to the snapshot as applied
+// without restoring it, and the WAL would refuse the entries that follow
+// it (they are not contiguous with its stale tail). So the state machine
+// restores it first, and a WAL that ends below it is emptied (everything
+// in it is covered by the snapshot), as a completed install would have.
+func (n *node) reconcileSnapshot(cfg nodeConfig) error {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return err
+	}
+	latest := metas[0]
+	if cfg.beforeStart != nil {
+		if err := cfg.beforeStart(latest, n.snaps); err != nil {
+			return err
+		}
+	}
+	last, err := n.wal.LastIndex()
+	if err != nil {
+		return err
+	}
+	if last == 0 || last >= latest.Index {
+		return nil
+	}
+	first, err := n.wal.FirstIndex()
+	if err != nil {
+		return err
+	}
+	cfg.logger.Warn("raft log ends below the latest snapshot; discarding it", "first_index", first, "last_index", last, "snapshot_index", latest.Index)
+	return n.wal.DeleteRange(first, last)
 }
