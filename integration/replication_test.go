@@ -348,8 +348,9 @@ func TestISRFollowsFollowers(t *testing.T) {
 	c.Isolate(follower, true)
 	cl := c.Client(t, kgo.DefaultProduceTopic("isr"))
 	var log ackLog
-	stop := make(chan struct{})
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() { // keep the leader's log moving so the follower lags
+		defer close(stopped)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
@@ -374,6 +375,7 @@ func TestISRFollowsFollowers(t *testing.T) {
 	c.Isolate(follower, false)
 	eventually(t, 20*time.Second, "the healed follower to rejoin the ISR", everywhere(func(isr []int32) bool { return len(isr) == 3 }))
 	close(stop)
+	<-stopped
 	checkExactlyOnce(t, c, c.BrokerAddr(follower), "isr", log.recs)
 }
 
