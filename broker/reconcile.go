@@ -24,14 +24,19 @@ func (b *Broker) reconcileLoop() {
 	defer b.wg.Done()
 	for {
 		changed := b.meta.Changed()
-		if b.reconcile(b.meta.State()) {
+		more, failed := b.reconcile(b.meta.State())
+		if more {
 			continue // more groups to open: the next wave
+		}
+		var retry <-chan time.Time
+		if failed {
+			retry = time.After(time.Second) // groups that failed to open
 		}
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-changed:
-		case <-time.After(time.Second): // retries groups that failed to open
+		case <-retry:
 		}
 	}
 }
@@ -40,8 +45,9 @@ func (b *Broker) reconcileLoop() {
 // a thousand elections at once is a storm.
 const groupWave = 64
 
-// reconcile reports whether groups are left to open in a later wave.
-func (b *Broker) reconcile(st *metadata.State) bool {
+// reconcile reports whether groups are left to open in a later wave, and
+// whether any failed to open.
+func (b *Broker) reconcile(st *metadata.State) (more, failed bool) {
 	b.reconcileMu.Lock()
 	defer b.reconcileMu.Unlock()
 	want := map[string]bool{}
@@ -67,6 +73,7 @@ func (b *Broker) reconcile(st *metadata.State) bool {
 					opened++
 					var err error
 					if g, err = b.openGroup(mt, idx, p, settings); err != nil {
+						failed = true
 						b.logger.Error("cannot open partition replica", "topic", name, "partition", idx, "err", err)
 					} else {
 						b.groups[gid] = g
@@ -100,7 +107,7 @@ func (b *Broker) reconcile(st *metadata.State) bool {
 			b.logger.Error("removing a replica failed", "err", err)
 		}
 	}
-	return opened >= groupWave
+	return opened >= groupWave, failed
 }
 
 // openGroup opens this broker's replica of one partition. A group with no
