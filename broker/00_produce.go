@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -47,13 +48,23 @@ func handleProduce(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.
 	case r.Acks != 0 && r.Acks != 1 && r.Acks != -1:
 		whole = kerr.InvalidRequiredAcks.Code
 	}
-	failed := false
+	// Every partition's batch is replicated by its own group: all of them
+	// are proposed at once and the answer waits for the slowest, so a
+	// request for 12 partitions costs one commit round, not twelve. The
+	// request's timeout bounds the wait (REQUEST_TIMED_OUT: the outcome is
+	// unknown, the client retries).
+	ctx, cancel := requestContext(ctx, r.TimeoutMillis)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxConcurrentPartitions) // a huge request cannot spawn without bound
 	for _, rt := range r.Topics {
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		t, terr := b.produceTopic(r.Version, &rt)
-		for _, rp := range rt.Partitions {
-			sp := kmsg.NewProduceResponseTopicPartition()
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for i, rp := range rt.Partitions {
+			sp := &st.Partitions[i]
+			*sp = kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
 			switch {
@@ -62,17 +73,27 @@ func handleProduce(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.
 			case terr != nil:
 				sp.ErrorCode = errorCode(terr)
 			default:
-				b.producePartition(ctx, t, rp, &sp)
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem; wg.Done() }()
+					b.producePartition(ctx, t, rp, sp)
+				}()
 			}
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	wg.Wait()
+	failed := false
+	for _, st := range resp.Topics {
+		for _, sp := range st.Partitions {
 			if sp.ErrorCode != 0 {
 				failed = true
 				if sp.ErrorCode == kerr.UnknownServerError.Code {
-					b.logger.Error("produce failed", "topic", rt.Topic, "partition", rp.Partition, "msg", deref(sp.ErrorMessage))
+					b.logger.Error("produce failed", "topic", st.Topic, "partition", sp.Partition, "msg", deref(sp.ErrorMessage))
 				}
 			}
-			st.Partitions = append(st.Partitions, sp)
 		}
-		resp.Topics = append(resp.Topics, st)
 	}
 	if r.Acks == 0 {
 		if failed {
@@ -82,6 +103,10 @@ func handleProduce(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.
 	}
 	return resp, nil
 }
+
+// maxConcurrentPartitions bounds the partitions of one produce request in
+// flight at once.
+const maxConcurrentPartitions = 256
 
 // produceTopic resolves a produce request's topic by name, or by id from
 // v13.
