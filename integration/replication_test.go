@@ -71,16 +71,24 @@ func checkExactlyOnce(t testing.TB, c *Cluster, addr, topic string, acks []acked
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Leadership may be moving (balancing after a restart): retry the
+	// end offsets until every partition answers.
+	var ends kadm.ListedOffsets
+	var lastErr error
+	eventually(t, 30*time.Second, "end offsets of every partition", func() bool {
+		ends, lastErr = kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+		if lastErr == nil {
+			ends.Each(func(o kadm.ListedOffset) {
+				if o.Err != nil {
+					lastErr = o.Err
+				}
+			})
+		}
+		return lastErr == nil
+	})
 	want := map[int32]int64{}
 	total := int64(0)
 	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			t.Fatalf("end offset %s/%d: %v", o.Topic, o.Partition, o.Err)
-		}
 		want[o.Partition] = o.Offset
 		total += o.Offset
 	})
