@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +22,13 @@ import (
 // leader over the Raft transport (method proposeMethod) and gets the
 // result back; results cross the wire as a proposeReply.
 
-const proposeMethod = "metadata.propose/v1"
+const (
+	proposeMethod = "metadata.propose/v1"
+	// indexMethod asks the leader for the metadata index a caught-up
+	// member must have applied (Raft's read-index idea): the answer is an
+	// 8-byte big-endian index.
+	indexMethod = "metadata.index/v1"
+)
 
 // proposeReply is a metadata.Result on the wire. Err is restored to the
 // metadata sentinel it wraps, by name, so errors.Is works on both sides.
@@ -153,6 +160,12 @@ func (b *Broker) proposeLocal(ctx context.Context, data []byte) (proposeReply, e
 
 // handleCall serves peers' transport Calls: forwarded proposals.
 func (b *Broker) handleCall(ctx context.Context, from raft.ServerAddress, method string, body []byte) ([]byte, error) {
+	if method == indexMethod {
+		if !b.machine.IsLeader() || !b.machine.CaughtUp(ctx) {
+			return nil, errors.New("broker: not the metadata leader")
+		}
+		return binary.BigEndian.AppendUint64(nil, b.meta.State().Index), nil
+	}
 	if method != proposeMethod {
 		return nil, fmt.Errorf("broker: unknown method %q", method)
 	}
@@ -163,6 +176,29 @@ func (b *Broker) handleCall(ctx context.Context, from raft.ServerAddress, method
 		return nil, err
 	}
 	return json.Marshal(rep)
+}
+
+// metadataCaughtUp reports whether this broker's metadata holds every
+// command the group had committed when it asked: as leader after a
+// barrier, as follower once it has applied the index the leader reports.
+// A restarted member's raft knows neither the commit index nor whether its
+// state machine has applied what it was handed until the leader tells it,
+// so local indexes alone cannot say.
+func (b *Broker) metadataCaughtUp(ctx context.Context) bool {
+	if b.machine.IsLeader() {
+		return b.machine.CaughtUp(ctx)
+	}
+	addr, ok := b.raftAddr(b.machine.Leader())
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out, err := b.mux.Call(ctx, raft.ServerAddress(addr), indexMethod, nil)
+	if err != nil || len(out) != 8 {
+		return false
+	}
+	return b.meta.Wait(ctx, binary.BigEndian.Uint64(out)) == nil
 }
 
 // raftAddr is the Raft address of a broker: from the peer list, else from

@@ -22,6 +22,18 @@ import (
 // reconcileLoop runs until shutdown.
 func (b *Broker) reconcileLoop() {
 	defer b.wg.Done()
+	// Not before the metadata is caught up: while a restarted broker
+	// replays the group's log it passes through old states (a topic that
+	// was deleted and re-created under the same name exists again for a
+	// moment), and acting on one would open, wipe and remove replicas that
+	// the current state does not have.
+	for !b.metadataCaughtUp(b.ctx) {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	for {
 		changed := b.meta.Changed()
 		more, failed := b.reconcile(b.meta.State())
@@ -287,7 +299,7 @@ func (b *Broker) waitServing(ctx context.Context) error {
 	caught := false
 	for {
 		if !caught {
-			caught = b.machine.CaughtUp(ctx)
+			caught = b.metadataCaughtUp(ctx)
 		}
 		if caught {
 			st := b.meta.State()
