@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/varvelog/varve/broker/metadata"
@@ -34,6 +35,7 @@ func (b *Broker) reconcileLoop() {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	b.removeOrphans(b.meta.State())
 	for {
 		changed := b.meta.Changed()
 		more, failed := b.reconcile(b.meta.State())
@@ -312,6 +314,42 @@ func (b *Broker) waitServing(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		}
+	}
+}
+
+// removeOrphans deletes, once at start with the metadata caught up, the
+// replica directories no current assignment names: what a topic deleted
+// while this broker was down (or a crash mid-removal) left behind.
+func (b *Broker) removeOrphans(st *metadata.State) {
+	wantRaft := map[string]bool{metadataGroupID: true}
+	wantLogs := map[string]bool{}
+	for name, t := range st.Topics {
+		for i, p := range t.Partitions {
+			if slices.Contains(p.Replicas, b.cfg.NodeID) {
+				wantRaft[groupID(t.ID, int32(i))] = true
+				wantLogs[path.Base(partitionDir(b.cfg.DataDir, name, int32(i)))] = true
+			}
+		}
+	}
+	for _, sub := range []struct {
+		dir  string
+		want map[string]bool
+	}{{path.Join(b.cfg.DataDir, "raft"), wantRaft}, {path.Join(b.cfg.DataDir, "logs"), wantLogs}} {
+		names, err := b.cfg.FS.ReadDir(sub.dir)
+		if err != nil {
+			continue // none yet
+		}
+		for _, n := range names {
+			// A partition's interrupted restore is the partition's to
+			// finish or discard when it opens.
+			if sub.want[n] || strings.HasSuffix(n, ".restore") || strings.HasSuffix(n, ".old") {
+				continue
+			}
+			b.logger.Info("removing a replica directory no assignment names", "dir", path.Join(sub.dir, n))
+			if err := partition.RemoveDir(b.cfg.FS, path.Join(sub.dir, n)); err != nil {
+				b.logger.Error("cannot remove an orphaned replica directory", "dir", path.Join(sub.dir, n), "err", err)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -444,4 +445,26 @@ func TestFsyncFailureMovesLeadership(t *testing.T) {
 	}
 	mem.SetFault(nil)
 	checkExactlyOnce(t, c, c.BrokerAddr(leader), "disk", log.recs)
+}
+
+// TestDeletedWhileDown: a topic deleted while a broker is down leaves
+// nothing on that broker's disk once it is back.
+func TestDeletedWhileDown(t *testing.T) {
+	c := NewCluster(t, Brokers(3))
+	createReplicated(t, c, "gone", 2, 3)
+	dir := c.Broker(2).PartitionDir("gone", 0)
+	c.Stop(2)
+	resp, err := c.Admin(t).DeleteTopics(testContext(t, 30*time.Second), "gone")
+	if err != nil || resp["gone"].Err != nil {
+		t.Fatalf("delete: %v %v", err, resp["gone"].Err)
+	}
+	if _, err := c.FS(2).Stat(dir); err != nil {
+		t.Fatalf("the stopped broker's replica is not on its disk to begin with: %v", err)
+	}
+	c.Start(2)
+	eventually(t, 30*time.Second, "the orphaned replicas to be removed", func() bool {
+		logs, _ := c.FS(2).ReadDir(path.Dir(dir))
+		rafts, _ := c.FS(2).ReadDir(path.Join(c.DataDir(2), "raft"))
+		return len(logs) == 0 && slices.Equal(rafts, []string{"__cluster_metadata"})
+	})
 }
