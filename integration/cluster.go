@@ -44,8 +44,11 @@ type node struct {
 	dataDir   string
 	kafkaAddr string
 	raftAddr  string
-	fs        vfs.FS // the disk; a Kill replaces it with its crash image
-	mem       *vfs.Mem
+	// kafkaLn and raftLn are bound at NewCluster and handed to the first
+	// start, so no other process can take the ports in between.
+	kafkaLn, raftLn net.Listener
+	fs              vfs.FS // the disk; a Kill replaces it with its crash image
+	mem             *vfs.Mem
 
 	broker  *broker.Broker
 	serving chan error
@@ -104,7 +107,8 @@ func NewCluster(t testing.TB, opts ...Option) *Cluster {
 		} else {
 			n.fs = vfs.OS{}
 		}
-		n.kafkaAddr, n.raftAddr = freeAddr(t), freeAddr(t)
+		n.kafkaLn, n.raftLn = listen(t), listen(t)
+		n.kafkaAddr, n.raftAddr = n.kafkaLn.Addr().String(), n.raftLn.Addr().String()
 		peers = append(peers, replication.Peer{ID: n.id, Addr: n.raftAddr})
 		c.nodes = append(c.nodes, n)
 	}
@@ -130,17 +134,14 @@ func NewCluster(t testing.TB, opts ...Option) *Cluster {
 	return c
 }
 
-// freeAddr reserves a port on 127.0.0.1 by binding it and letting go; a
-// broker binds it again at once (and again on restart, so clients and
-// peers keep their addresses).
-func freeAddr(t testing.TB) string {
+// listen binds a port on 127.0.0.1 for a broker's first start; restarts
+// bind the same address again, so clients and peers keep it.
+func listen(t testing.TB) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	return ln
 }
 
 // listenRetry binds addr, retrying briefly while the previous owner's
@@ -163,7 +164,11 @@ func (c *Cluster) start(i int) error {
 	cfg.NodeID = n.id
 	cfg.DataDir = n.dataDir
 	cfg.FS = n.fs
-	rln, err := listenRetry(n.raftAddr)
+	rln, err := n.raftLn, error(nil)
+	n.raftLn = nil
+	if rln == nil {
+		rln, err = listenRetry(n.raftAddr)
+	}
 	if err != nil {
 		return fmt.Errorf("broker %d: raft listener: %w", n.id, err)
 	}
@@ -174,7 +179,11 @@ func (c *Cluster) start(i int) error {
 		_ = rln.Close()
 		return fmt.Errorf("broker %d: %w", n.id, err)
 	}
-	ln, err := listenRetry(n.kafkaAddr)
+	ln, err := n.kafkaLn, error(nil)
+	n.kafkaLn = nil
+	if ln == nil {
+		ln, err = listenRetry(n.kafkaAddr)
+	}
 	if err != nil {
 		_ = b.Shutdown(context.Background())
 		return fmt.Errorf("broker %d: kafka listener: %w", n.id, err)
@@ -509,4 +518,14 @@ func (c *Cluster) String() string {
 		parts = append(parts, fmt.Sprintf("%d@%s(%s)", n.id, n.kafkaAddr, state))
 	}
 	return strings.Join(parts, " ")
+}
+
+// freeAddr picks a free port on 127.0.0.1 for a process started later (the
+// port is released, so another process could take it first: in-process
+// brokers use listen instead).
+func freeAddr(t testing.TB) string {
+	ln := listen(t)
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }
