@@ -2,69 +2,240 @@ package integration
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/varvelog/varve/broker"
+	"github.com/varvelog/varve/replication"
 )
 
 // The produce and consume benchmarks run the same franz-go workload (12
-// partitions, 1 KiB records, the default idempotent producer) against a
-// Varve broker on loopback and against franz-go's in-memory fake broker
-// (kfake) in the same run, so the two compare as a ratio on one machine.
-// Varve writes every acknowledged batch to its segment file before
-// answering; kfake keeps everything in memory.
+// partitions, 1 KiB records of random bytes, the default producer:
+// idempotent, acks=all, snappy, 10 ms linger) against Varve and against
+// franz-go's in-memory fake broker (kfake) in the same process, so they
+// compare as ratios on one machine. The targets:
+//
+//   - varve-rf3: three brokers, RF=3, on the real disk (OnDisk), default
+//     durability: every replica fdatasyncs its Raft WAL before it
+//     acknowledges an entry. The headline number.
+//   - varve-rf1: one broker on the real disk, default durability.
+//   - kfake: one kfake broker, everything in memory (kfake with three
+//     brokers keeps one in-memory copy all the same).
+//   - varve-rf3-writecaching: varve-rf3 with Config.WriteCaching (no
+//     fdatasync before acknowledgement). Labelled: not the default.
+//
+// All brokers and the client share the process and the machine's cores
+// and disk: with RF=3 every byte reaches the same disk six times (each
+// replica's Raft WAL and partition segment). Data
+// groups run production's Raft timeouts (replication.DataTiming), not the
+// integration package's shortened ones: with a 250 ms leader lease, a
+// loaded machine's slow follower fsyncs made leaders step down in the
+// middle of a run (seconds-long stalls). Leadership is settled on the
+// preferred replicas before anything is measured, and the leader-changes
+// metric counts the epochs that moved while it was.
+//
+// -count repeats one sub-benchmark back to back; to alternate the targets
+// in rounds (better on a noisy machine), set VARVE_BENCH_ROUNDS and use
+// -count=1:
+//
+//	VARVE_BENCH_ROUNDS=6 go test -run='^$' -bench=Produce -benchtime=3s -count=1 ./integration/
+//	benchstat -col /broker -ignore /round out.txt
 
 const (
+	benchTopic      = "bench"
 	benchPartitions = 12
 	benchRecordSize = 1024
-	benchChunk      = 2000 // records per iteration
+	benchChunk      = 20_000 // records per produce iteration
 )
 
 type benchTarget struct {
 	name  string
-	start func(b *testing.B) string // returns a seed address, topic created
+	start func(b *testing.B) benchEnv
+}
+
+// benchEnv is a started target: the topic exists and is led.
+type benchEnv struct {
+	addrs []string
+	stats func() raftStats // nil for kfake
+}
+
+// raftStats are sums over the bench topic's partitions, read on broker
+// slot 0 (which holds a replica of every partition).
+type raftStats struct {
+	epochs    int64  // leader epochs
+	applied   uint64 // applied Raft indexes: entries, when differenced
+	snapshots int64
 }
 
 func benchTargets() []benchTarget {
+	// The broker's own partition flush interval, as a user runs it (tests
+	// use a shorter one). It is not the durability point: the Raft WAL is.
+	flush := WithConfig(func(cfg *broker.Config) {
+		cfg.FlushInterval = time.Second
+		cfg.DataTiming = replication.DataTiming()
+	})
+	caching := WithConfig(func(cfg *broker.Config) { cfg.WriteCaching = true })
 	return []benchTarget{
-		{"varve", func(b *testing.B) string {
-			// The broker's own flush interval, as a user runs it (tests
-			// use a shorter one).
-			c := NewCluster(b, WithConfig(func(cfg *broker.Config) { cfg.FlushInterval = time.Second }))
-			adm := c.Admin(b)
-			if _, err := adm.CreateTopic(context.Background(), benchPartitions, 1, nil, "bench"); err != nil {
-				b.Fatal(err)
-			}
-			return c.Addr()
+		{"varve-rf3", func(b *testing.B) benchEnv {
+			return benchVarve(b, 3, flush, Brokers(3), OnDisk())
 		}},
-		{"kfake", func(b *testing.B) string {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(benchPartitions, "bench"))
+		{"varve-rf1", func(b *testing.B) benchEnv {
+			return benchVarve(b, 1, flush, OnDisk())
+		}},
+		{"kfake", func(b *testing.B) benchEnv {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(benchPartitions, benchTopic))
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.Cleanup(c.Close)
-			return c.ListenAddrs()[0]
+			return benchEnv{addrs: c.ListenAddrs()}
+		}},
+		{"varve-rf3-writecaching", func(b *testing.B) benchEnv {
+			return benchVarve(b, 3, flush, caching, Brokers(3), OnDisk())
 		}},
 	}
 }
 
+// benchVarve starts a cluster, creates the bench topic with replication
+// factor rf and waits until every partition is led by its preferred
+// replica, so leader balancing does not move leaders while it is measured.
+func benchVarve(b *testing.B, rf int16, opts ...Option) benchEnv {
+	c := NewCluster(b, opts...)
+	adm := c.Admin(b)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, benchPartitions, rf, nil, benchTopic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		b.Fatalf("create topic: %v", err)
+	}
+	benchWaitPreferred(b, c, adm)
+	stats := func() raftStats {
+		var st raftStats
+		for p := range int32(benchPartitions) {
+			_, e := c.Broker(0).PartitionLeader(benchTopic, p)
+			st.epochs += int64(e)
+			if gs, ok := c.Broker(0).ReplicaStats(benchTopic, p); ok {
+				st.applied += gs.AppliedIndex
+				st.snapshots += gs.Snapshots
+			}
+		}
+		return st
+	}
+	return benchEnv{addrs: c.Addrs(), stats: stats}
+}
+
+func benchWaitPreferred(b *testing.B, c *Cluster, adm *kadm.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	md, err := adm.Metadata(ctx, benchTopic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for p := range int32(benchPartitions) {
+		pd, ok := md.Topics[benchTopic].Partitions[p]
+		if !ok || len(pd.Replicas) == 0 {
+			b.Fatalf("metadata of %s-%d: %+v", benchTopic, p, md.Topics[benchTopic])
+		}
+		pref := c.Index(pd.Replicas[0])
+		eventually(b, time.Minute, fmt.Sprintf("%s-%d led by slot %d", benchTopic, p, pref), func() bool {
+			return c.WaitLeader(benchTopic, p) == pref
+		})
+	}
+}
+
+// benchRounds is VARVE_BENCH_ROUNDS (default 1): how many times every
+// target runs, alternating.
+func benchRounds(b *testing.B) int {
+	s := os.Getenv("VARVE_BENCH_ROUNDS")
+	if s == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("VARVE_BENCH_ROUNDS=%q", s)
+	}
+	return n
+}
+
+// forEachTarget runs body as a sub-benchmark per target, in rounds. With
+// one round the names carry no round, as before.
+func forEachTarget(b *testing.B, body func(b *testing.B, env benchEnv)) {
+	rounds := benchRounds(b)
+	for r := range rounds {
+		for _, tgt := range benchTargets() {
+			name := "broker=" + tgt.name
+			if rounds > 1 {
+				name = fmt.Sprintf("round=%d/%s", r+1, name)
+			}
+			b.Run(name, func(b *testing.B) { body(b, tgt.start(b)) })
+		}
+	}
+}
+
+func benchClient(b *testing.B, addrs []string, opts ...kgo.Opt) *kgo.Client {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic(benchTopic)}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cl.Close)
+	return cl
+}
+
+// benchValues are incompressible record values: 32 MiB of random bytes
+// handed out 1 KiB at a time, so no two records of one iteration (20 MB)
+// are equal. One value repeated in every record lets snappy shrink a
+// batch about tenfold, and MB/s would count bytes that never reach the
+// disk or the wire.
+type benchValues struct {
+	pool []byte
+	off  int
+}
+
+func newBenchValues() *benchValues {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pool := make([]byte, 32<<20)
+	for i := 0; i < len(pool); i += 8 {
+		binary.LittleEndian.PutUint64(pool[i:], rng.Uint64())
+	}
+	return &benchValues{pool: pool}
+}
+
+// next is the next value; one goroutine at a time.
+func (v *benchValues) next() []byte {
+	if v.off+benchRecordSize > len(v.pool) {
+		v.off = 0
+	}
+	val := v.pool[v.off : v.off+benchRecordSize : v.off+benchRecordSize]
+	v.off += benchRecordSize
+	return val
+}
+
 // produceChunk produces n records and waits for every acknowledgement,
-// appending each record's produce-to-ack latency to lat.
-func produceChunk(b *testing.B, cl *kgo.Client, value []byte, n int, lat *[]time.Duration) {
+// appending each record's latency (from the Produce call, which blocks
+// while the client's buffer is full, to its promise) to lat.
+func produceChunk(b *testing.B, cl *kgo.Client, values *benchValues, n int, lat *[]time.Duration) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	wg.Add(n)
 	for i := range n {
 		start := time.Now()
-		r := &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: value}
+		r := &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: values.next()}
 		cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
 			d := time.Since(start)
 			mu.Lock()
@@ -82,62 +253,127 @@ func produceChunk(b *testing.B, cl *kgo.Client, value []byte, n int, lat *[]time
 	}
 }
 
+// reportLatency reports the median and 99th percentile of lat in ms.
 func reportLatency(b *testing.B, lat []time.Duration) {
 	if len(lat) == 0 {
 		return
 	}
 	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
 }
 
+// BenchmarkProduce is throughput under a closed-loop burst: each
+// iteration produces benchChunk records as fast as the client takes them
+// and waits for every acknowledgement. Its latencies are mostly queueing
+// in the client's buffer (50,000 records by default), so they track
+// 1/throughput; BenchmarkProduceLatency measures an unloaded round trip.
 func BenchmarkProduce(b *testing.B) {
-	value := make([]byte, benchRecordSize)
-	for _, tgt := range benchTargets() {
-		b.Run("broker="+tgt.name, func(b *testing.B) {
-			addr := tgt.start(b)
-			cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("bench"))
-			if err != nil {
+	values := newBenchValues()
+	forEachTarget(b, func(b *testing.B, env benchEnv) {
+		cl := benchClient(b, env.addrs)
+		var lat []time.Duration
+		produceChunk(b, cl, values, 2000, &lat) // warm up: metadata, producer id, every leader
+		lat = lat[:0]
+		b.SetBytes(benchChunk * benchRecordSize)
+		b.ReportAllocs()
+		before := readUsage()
+		var st0 raftStats
+		if env.stats != nil {
+			st0 = env.stats()
+		}
+		for b.Loop() {
+			produceChunk(b, cl, values, benchChunk, &lat)
+		}
+		produced := int64(b.N) * benchChunk * benchRecordSize
+		readUsage().report(b, before, produced)
+		if env.stats != nil {
+			env.stats().report(b, st0, produced)
+		}
+		reportLatency(b, lat)
+	})
+}
+
+// report adds what moved since before: leader changes (elections and
+// transfers; they stall produce), snapshots, and the mean Raft entry size
+// (how well produce batches were aggregated; bigger entries mean fewer
+// fsyncs per byte).
+func (st raftStats) report(b *testing.B, before raftStats, produced int64) {
+	b.ReportMetric(float64(st.epochs-before.epochs), "leader-changes")
+	b.ReportMetric(float64(st.snapshots-before.snapshots), "snapshots")
+	if n := st.applied - before.applied; n > 0 {
+		b.ReportMetric(float64(produced)/float64(n)/1024, "KiB/entry")
+	}
+}
+
+// usage is the CPU time the whole process (client and every broker) has
+// used so far.
+type usage struct{ cpu time.Duration }
+
+func readUsage() usage {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return usage{}
+	}
+	return usage{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+}
+
+// report adds the CPU ms per MB produced since before. On a machine whose
+// cores are all busy, throughput is about the CPU the process gets divided
+// by this, so two targets' ratio of it predicts their throughput ratio.
+func (u usage) report(b *testing.B, before usage, produced int64) {
+	if produced > 0 && u.cpu > 0 {
+		b.ReportMetric(float64(u.cpu-before.cpu)/float64(time.Millisecond)/(float64(produced)/1e6), "cpu-ms/MB")
+	}
+}
+
+// BenchmarkProduceLatency produces one record at a time and waits for its
+// acknowledgement (one in flight): the latency of an acks=all write with
+// no queueing, which for Varve at default durability includes the
+// leader's fdatasync, a round trip and a follower's fdatasync. The
+// client's 10 ms linger is turned off, since it would dominate.
+func BenchmarkProduceLatency(b *testing.B) {
+	values := newBenchValues()
+	forEachTarget(b, func(b *testing.B, env benchEnv) {
+		cl := benchClient(b, env.addrs, kgo.ProducerLinger(0))
+		var lat []time.Duration
+		produceChunk(b, cl, values, 2000, &lat) // warm up
+		lat = lat[:0]
+		ctx := context.Background()
+		i := 0
+		b.SetBytes(benchRecordSize)
+		for b.Loop() {
+			r := &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: values.next()}
+			i++
+			start := time.Now()
+			if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
 				b.Fatal(err)
 			}
-			defer cl.Close()
-			var lat []time.Duration
-			produceChunk(b, cl, value, 100, &lat) // warm up: metadata, producer id
-			lat = lat[:0]
-			b.SetBytes(benchChunk * benchRecordSize)
-			b.ReportAllocs()
-			for b.Loop() {
-				produceChunk(b, cl, value, benchChunk, &lat)
-			}
-			reportLatency(b, lat)
-		})
-	}
+			lat = append(lat, time.Since(start))
+		}
+		reportLatency(b, lat)
+	})
 }
 
 func BenchmarkConsume(b *testing.B) {
 	const total = 50_000
-	value := make([]byte, benchRecordSize)
-	for _, tgt := range benchTargets() {
-		b.Run("broker="+tgt.name, func(b *testing.B) {
-			addr := tgt.start(b)
-			cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("bench"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			var lat []time.Duration
-			produceChunk(b, cl, value, total, &lat)
-			cl.Close()
-			b.SetBytes(total * benchRecordSize)
-			b.ReportAllocs()
-			for b.Loop() {
-				consumeN(b, addr, total)
-			}
-		})
-	}
+	values := newBenchValues()
+	forEachTarget(b, func(b *testing.B, env benchEnv) {
+		cl := benchClient(b, env.addrs)
+		var lat []time.Duration
+		produceChunk(b, cl, values, total, &lat)
+		cl.Close()
+		b.SetBytes(total * benchRecordSize)
+		b.ReportAllocs()
+		for b.Loop() {
+			consumeN(b, env.addrs, total)
+		}
+	})
 }
 
-func consumeN(b *testing.B, addr string, n int) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("bench"),
+func consumeN(b *testing.B, addrs []string, n int) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(benchTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		b.Fatal(err)
