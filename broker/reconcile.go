@@ -208,10 +208,19 @@ func (b *Broker) registerLoop() {
 		have, ok := b.meta.State().Brokers[b.cfg.NodeID]
 		if !ok || !sameBroker(have, want) {
 			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-			if _, err := b.propose(ctx, metadata.RegisterBroker{Broker: want}); err != nil && b.ctx.Err() == nil {
-				b.logger.Warn("broker registration failed; retrying", "err", err)
-			}
+			_, err := b.propose(ctx, metadata.RegisterBroker{Broker: want})
 			cancel()
+			if b.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				b.logger.Warn("broker registration failed; retrying", "err", err)
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 			continue
 		}
 		select {
