@@ -18,12 +18,14 @@ import (
 // heartbeats of different groups share frames.
 func TestRaftManyGroups(t *testing.T) {
 	c := newTestCluster(t, 3, 50, func(conf *raft.Config) {
-		// 150 rafts on 2 cores under -race: keep elections calm but fast.
-		conf.HeartbeatTimeout = 200 * time.Millisecond
-		conf.ElectionTimeout = 200 * time.Millisecond
+		// 150 rafts on 2 cores under -race, beside other packages'
+		// tests (CI runs two at once): at 200 ms they stormed there.
+		conf.HeartbeatTimeout = 500 * time.Millisecond
+		conf.ElectionTimeout = 500 * time.Millisecond
+		conf.LeaderLeaseTimeout = 500 * time.Millisecond
 		conf.CommitTimeout = 50 * time.Millisecond
 	}, nil)
-	c.waitLeaders(20 * time.Second)
+	c.waitLeaders(60 * time.Second)
 	var wg sync.WaitGroup
 	for _, g := range c.groups {
 		wg.Add(1)
@@ -155,6 +157,9 @@ func TestRaftPreVote(t *testing.T) {
 				c.apply(g, []byte("after-heal"))
 				c.converged(g, 10*time.Second)
 			}
+			// Without pre-vote the healed node forces an election:
+			// wait it out before asking who leads.
+			c.waitLeaders(20 * time.Second)
 			changed := 0
 			for _, g := range c.groups {
 				l, err := c.leader(g)
