@@ -319,26 +319,10 @@ func RemoveDir(fsys vfs.FS, dir string) error {
 
 // removeTree removes a directory and what is in it, and syncs its parent.
 func removeTree(fsys vfs.FS, dir string) error {
-	names, err := fsys.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	if _, err := fsys.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing to remove, nothing to sync
 	}
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		p := path.Join(dir, n)
-		if st, err := fsys.Stat(p); err == nil && st.IsDir {
-			if err := removeTree(fsys, p); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := fsys.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	if err := fsys.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := vfs.RemoveAll(fsys, dir); err != nil {
 		return err
 	}
 	return fsys.SyncDir(path.Dir(dir))

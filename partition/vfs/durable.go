@@ -86,3 +86,39 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// RemoveAll removes a directory and everything under it. A missing
+// directory is not an error. It does not sync the parent: callers that
+// need the removal durable sync it (removals are idempotent, so a crash
+// before that only leaves something to remove again).
+func RemoveAll(fsys FS, dir string) error {
+	names, err := fsys.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		p := path.Join(dir, name)
+		st, err := fsys.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if st.IsDir {
+			err = RemoveAll(fsys, p)
+		} else {
+			err = fsys.Remove(p)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if err := fsys.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}

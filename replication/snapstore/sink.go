@@ -263,7 +263,7 @@ func (k *Sink) discardLocked() error {
 		_ = k.f.Close() // the data is being thrown away; its close error says nothing
 		k.f = nil
 	}
-	if err := removeTree(k.s.fsys, k.tmp); err != nil {
+	if err := vfs.RemoveAll(k.s.fsys, k.tmp); err != nil {
 		k.s.logger.Warn("failed to remove cancelled snapshot", "id", k.id, "error", err)
 		errs = append(errs, fmt.Errorf("snapstore: remove %s: %w", k.tmp, err))
 	}

@@ -168,7 +168,7 @@ func (s *Store) recover() error {
 		switch suffix {
 		case tmpSuffix:
 			s.logger.Info("removing incomplete snapshot", "id", base)
-			if err := removeTree(s.fsys, p); err != nil {
+			if err := vfs.RemoveAll(s.fsys, p); err != nil {
 				return fmt.Errorf("snapstore: remove incomplete snapshot %s: %w", p, err)
 			}
 			removed = true
@@ -213,42 +213,11 @@ func (s *Store) finishReap(id, p string) (removed bool, err error) {
 			return false, nil
 		}
 	}
-	if err := removeTree(s.fsys, p); err != nil {
+	if err := vfs.RemoveAll(s.fsys, p); err != nil {
 		return false, fmt.Errorf("snapstore: remove reaped snapshot %s: %w", p, err)
 	}
 	s.logger.Info("finished reaping snapshot", "id", id)
 	return true, nil
-}
-
-// removeTree removes a directory and everything under it. A missing
-// directory is not an error. It does not sync the parent.
-func removeTree(fsys vfs.FS, dir string) error {
-	names, err := fsys.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		p := path.Join(dir, name)
-		st, err := fsys.Stat(p)
-		if err != nil {
-			return err
-		}
-		if st.IsDir {
-			err = removeTree(fsys, p)
-		} else {
-			err = fsys.Remove(p)
-		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	if err := fsys.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 // fail makes the store refuse new snapshots after an fsync of its directory
@@ -536,7 +505,7 @@ func (s *Store) reapOne(m *snapMeta) bool {
 			return true
 		}
 	}
-	if err := removeTree(s.fsys, to); err != nil {
+	if err := vfs.RemoveAll(s.fsys, to); err != nil {
 		s.logger.Warn("failed to remove reaped snapshot", "id", m.ID, "error", err)
 		return true
 	}
