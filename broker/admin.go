@@ -19,7 +19,8 @@ import (
 //	/healthz       200 "ok" while every partition is healthy, 503 naming
 //	               the failed ones otherwise
 //	/metrics       Prometheus metrics from this broker's own registry (no
-//	               global registry: several brokers share a test process)
+//	               global registry: several brokers share a test process),
+//	               the Raft gauges of metrics_raft.go among them
 //	/debug/pprof/  the Go profiler
 func (b *Broker) ServeAdmin(ln net.Listener) error {
 	reg := prometheus.NewRegistry()
@@ -30,6 +31,7 @@ func (b *Broker) ServeAdmin(ln net.Listener) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "varve_partitions_failed", Help: "Partitions that refuse writes after a storage failure.",
 	}, func() float64 { return float64(len(b.failedPartitions())) }))
+	reg.MustRegister(newRaftCollector(b))
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
