@@ -120,7 +120,15 @@ func snapshotIndex(n *testNode, g string) (uint64, error) {
 func TestRaftPreVote(t *testing.T) {
 	for _, preVote := range []bool{true, false} {
 		t.Run(fmt.Sprintf("prevote=%v", preVote), func(t *testing.T) {
-			c := newTestCluster(t, 3, 3, func(conf *raft.Config) { conf.PreVoteDisabled = !preVote }, nil)
+			// Calmer than the helpers' 150 ms: under CI load (another
+			// package's tests beside this one) a 100 ms lease lapsed and
+			// a leader re-won its group in a new term, which this test
+			// must not mistake for the healed node's doing.
+			const hb = 400 * time.Millisecond
+			c := newTestCluster(t, 3, 3, func(conf *raft.Config) {
+				conf.PreVoteDisabled = !preVote
+				conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = hb, hb, hb
+			}, nil)
 			c.waitLeaders(10 * time.Second)
 			// Isolate a node that leads no group, so every group keeps its leader throughout.
 			victim := c.nodes[0]
@@ -151,7 +159,7 @@ func TestRaftPreVote(t *testing.T) {
 				leaders[g], terms[g] = l, l.rafts[g].CurrentTerm()
 			}
 			c.net.isolate(string(victim.addr))
-			time.Sleep(8 * 150 * time.Millisecond)
+			time.Sleep(8 * hb)
 			c.net.heal(string(victim.addr))
 			for _, g := range c.groups {
 				c.apply(g, []byte("after-heal"))
