@@ -206,7 +206,10 @@ func (b *Broker) registerLoop() {
 	for {
 		want := b.registration()
 		have, ok := b.meta.State().Brokers[b.cfg.NodeID]
-		if !ok || !sameBroker(have, want) {
+		// Not before a listener serves: a registration without one would
+		// replace the previous run's and hide this broker from clients
+		// until Serve re-registers it.
+		if len(want.Listeners) > 0 && (!ok || !sameBroker(have, want)) {
 			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 			_, err := b.propose(ctx, metadata.RegisterBroker{Broker: want})
 			cancel()
