@@ -8,9 +8,6 @@ import "github.com/varvelog/varve/replication"
 // RegisteredBrokers are the broker ids in this broker's metadata.
 func (b *Broker) RegisteredBrokers() []int32 { return b.meta.State().BrokerIDs() }
 
-// MetadataLeader is the broker leading the metadata group, -1 if unknown.
-func (b *Broker) MetadataLeader() int32 { return b.machine.Leader() }
-
 // PartitionLeader is the leader and epoch this broker's metadata records
 // for a partition ((-1, -1) when none or unknown topic).
 func (b *Broker) PartitionLeader(topic string, p int32) (leader, epoch int32) {

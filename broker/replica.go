@@ -75,7 +75,8 @@ func (r *raftReplica) Ready() (int32, error) {
 func (r *raftReplica) log() *partition.Log { return r.g.Log() }
 
 func (r *raftReplica) Append(ctx context.Context, batch []byte) (partition.AppendResult, error) {
-	if _, err := r.Ready(); err != nil {
+	if r.g == nil { // the group checks its own readiness
+		_, err := r.Ready()
 		return partition.AppendResult{}, err
 	}
 	return r.g.Append(ctx, batch)
@@ -108,7 +109,8 @@ func (r *raftReplica) MaxTimestamp() (partition.TimestampOffset, bool, error) {
 }
 
 func (r *raftReplica) DeleteRecords(ctx context.Context, offset int64) (int64, error) {
-	if _, err := r.Ready(); err != nil {
+	if r.g == nil { // the group checks its own readiness
+		_, err := r.Ready()
 		return -1, err
 	}
 	return r.g.DeleteRecords(ctx, offset)

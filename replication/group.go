@@ -318,10 +318,6 @@ func (g *Group) requestSnapshot() {
 // Snapshot takes a snapshot now (tests and operators).
 func (g *Group) Snapshot() error { return g.node.raft.Snapshot().Error() }
 
-// TransferLeadership hands leadership to another voter (graceful stop,
-// balancing).
-func (g *Group) TransferLeadership() error { return g.node.raft.LeadershipTransfer().Error() }
-
 // Close stops raft (waiting for the FSM goroutine), checkpoints the log at
 // the last applied entry and closes it. Entries applied after the last
 // checkpoint stay replayable from the WAL either way.

@@ -134,9 +134,6 @@ func (m *Machine) IsLeader() bool { return m.node.raft.State() == raft.Leader }
 // Term is the group's current term.
 func (m *Machine) Term() uint64 { return m.node.raft.CurrentTerm() }
 
-// TransferLeadership hands leadership to another voter.
-func (m *Machine) TransferLeadership() error { return m.node.raft.LeadershipTransfer().Error() }
-
 // Close stops the group. Later calls return nil.
 func (m *Machine) Close() error {
 	var err error
