@@ -138,9 +138,11 @@ func FuzzRecoverTail(f *testing.F) {
 		var written [][]byte
 		for i := range n {
 			b := recoverTailBatch(i)
-			if _, err := l.Append(b, int32(i/10)); err != nil {
+			r, err := l.Append(b, int32(i/10))
+			if err != nil {
 				t.Fatal(err)
 			}
+			stampBatch(b, r.BaseOffset, int32(i/10)) // as the log wrote it
 			written = append(written, b)
 		}
 		if checkpoint {
@@ -211,6 +213,7 @@ func FuzzRecoverTail(f *testing.F) {
 		if r, err := l.Append(next, 5); err != nil || r.BaseOffset != end {
 			t.Fatalf("append after recovery: %+v, %v; want base offset %d", r, err, end)
 		}
+		stampBatch(next, end, 5)
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}

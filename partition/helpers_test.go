@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -221,9 +222,18 @@ func openTest(t testing.TB, opts Options) *Log {
 // mustAppend appends and fails the test on error.
 func mustAppend(t testing.TB, l *Log, b []byte, epoch int32) AppendResult {
 	t.Helper()
+	orig := bytes.Clone(b)
 	r, err := l.Append(b, epoch)
 	if err != nil {
 		t.Fatalf("append: %v", err)
+	}
+	if !bytes.Equal(b, orig) {
+		t.Fatalf("append modified the caller's batch")
+	}
+	if !r.Duplicate {
+		// Stamp the caller's copy as the log stamped its own, so tests
+		// can compare what they read with b.
+		stampBatch(b, r.BaseOffset, epoch)
 	}
 	return r
 }

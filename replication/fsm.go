@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -68,10 +67,10 @@ func (f *partitionFSM) Apply(e *raft.Log) any {
 	epoch := f.g.epoch(e.Term) // the entry's own term, never CurrentTerm()
 	switch e.Data[0] {
 	case cmdProduce:
-		// The log stamps base offsets and epochs into the batches in
-		// place; e.Data is shared with raft's log cache and with
-		// AppendEntries being encoded for followers, so work on a copy.
-		ts, batches, err := decodeProduce(bytes.Clone(e.Data))
+		// e.Data is shared with raft's log cache and with AppendEntries
+		// being encoded for followers: the log only reads it (it stamps
+		// offsets and epochs into its own write buffer).
+		ts, batches, err := decodeProduce(e.Data)
 		if err != nil {
 			return f.g.fail(err)
 		}
