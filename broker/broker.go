@@ -37,6 +37,9 @@ type Broker struct {
 	mux     *transport.Mux
 	meta    *metadata.FSM
 	machine *replication.Machine
+	// opened is set once New has assigned machine: transport callbacks
+	// can run before that.
+	opened atomic.Bool
 
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
@@ -149,6 +152,7 @@ func New(cfg Config) (*Broker, error) {
 		cancel()
 		return nil, err
 	}
+	b.opened.Store(true)
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.registerLoop()

@@ -238,6 +238,7 @@ func (b *Broker) newMux() error {
 		Dial:         b.cfg.RaftDial,
 		Logger:       b.logger.With("component", "raft_transport"),
 		Handler:      b.handleCall,
+		PeerLost:     b.peerLost,
 		MaxFrameSize: 256 << 20,
 	}, ln)
 	if err != nil {

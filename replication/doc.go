@@ -81,4 +81,9 @@
 // SnapshotEntries 256 and TrailingLogs 128 per partition, plus a snapshot
 // after SnapshotBytes (64 MiB) of entries: raft's defaults (8,192 /
 // 10,240) would keep gigabytes of WAL per partition with large entries.
+//
+// A follower whose leader's broker drops its raft connections (the
+// transport's PeerLost) looks for a new leader a lease after the loss
+// instead of a heartbeat timeout: a follower's check runs at a random
+// 2-4 s otherwise, and that detection was most of a failover (suspect.go).
 package replication

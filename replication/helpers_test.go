@@ -199,12 +199,18 @@ type testBroker struct {
 
 func newBroker(t testing.TB, id int32) *testBroker {
 	t.Helper()
+	return newBrokerLost(t, id, nil)
+}
+
+// newBrokerLost is newBroker with the transport's PeerLost callback set.
+func newBrokerLost(t testing.TB, id int32, lost func(raft.ServerAddress, time.Time)) *testBroker {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	mux, err := transport.New(transport.Config{LocalAddr: raft.ServerAddress(addr), ClusterID: "test-cluster", Logger: testLogger()}, ln)
+	mux, err := transport.New(transport.Config{LocalAddr: raft.ServerAddress(addr), ClusterID: "test-cluster", Logger: testLogger(), PeerLost: lost}, ln)
 	if err != nil {
 		_ = ln.Close()
 		t.Fatal(err)

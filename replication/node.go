@@ -7,6 +7,7 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -119,6 +120,12 @@ type node struct {
 	snaps  *snapstore.Store
 	trans  *transport.GroupTransport
 	notify chan bool
+	timing Timing
+
+	closing    chan struct{} // closed by shutdown
+	closeOnce  sync.Once
+	suspecting atomic.Bool  // a suspectLeader goroutine runs
+	suspected  atomic.Int64 // times the heartbeat timeout was shortened
 }
 
 // openNode opens the stores and starts raft, bootstrapping with the
@@ -143,7 +150,7 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 	if len(cfg.peers) == 1 && cfg.peers[0].ID == cfg.localID {
 		timing = soloTiming()
 	}
-	n := &node{wal: w, snaps: snaps, notify: make(chan bool, 8)}
+	n := &node{wal: w, snaps: snaps, notify: make(chan bool, 8), timing: timing, closing: make(chan struct{})}
 	rc := raft.DefaultConfig()
 	rc.LocalID = ServerID(cfg.localID)
 	rc.HeartbeatTimeout = timing.Heartbeat
@@ -206,6 +213,7 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 // shutdown stops raft (which waits for the FSM goroutine) and closes the
 // stores.
 func (n *node) shutdown() error {
+	n.closeOnce.Do(func() { close(n.closing) })
 	var errs []error
 	if n.raft != nil {
 		errs = append(errs, n.raft.Shutdown().Error())

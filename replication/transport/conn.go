@@ -132,6 +132,9 @@ func (w *wire) close(err error) {
 	if !errors.Is(err, raft.ErrTransportShutdown) {
 		w.log.Debug("raft connection closed", "error", err)
 	}
+	if w.kind == connControl {
+		w.m.peerLost(w.peer, err)
+	}
 	if w.onClose != nil {
 		w.onClose(err)
 	}

@@ -84,6 +84,16 @@
 // one needs a new protocol version, negotiated in the handshake (Call joined version 1 before any
 // release).
 //
+// # Lost peers
+//
+// When a control connection to or from a peer fails for any reason but this Mux's own Close or its
+// replacement by a newer connection from the same peer, Config.PeerLost is called with the peer's
+// address (at most once per peer per PeerLostInterval, 500 ms). A killed process resets all its
+// connections at once, so its peers hear of it within a round trip, long before a raft follower's
+// heartbeat timeout; the replication layer uses that to start looking for a new leader after a
+// lease (replication/suspect.go). It is a hint only: a connection that fails while the peer lives
+// makes followers check sooner, and raft still decides by its own last contact.
+//
 // # Flow control and limits
 //
 //   - Config.MaxFrameSize (64 MiB) caps every frame; a larger length closes the connection before

@@ -59,6 +59,12 @@ type Config struct {
 	// whatever the returned bytes: the caller gets a *RemoteError with its text (truncated to
 	// 4 KiB). An answer that would exceed MaxFrameSize is replaced by such an error.
 	Handler func(ctx context.Context, from raft.ServerAddress, method string, body []byte) ([]byte, error)
+	// PeerLost, if set, is told when a control connection to or from a peer fails (not when this
+	// Mux closes it): the peer's process died, or the path to it broke. A raft follower otherwise
+	// learns that its leader is gone only by hearing nothing for a whole heartbeat timeout; the
+	// replication layer uses this to look sooner (see replication's suspectLeader). It runs on a
+	// goroutine of its own, at most once per peer per PeerLostInterval, and must not block long.
+	PeerLost func(addr raft.ServerAddress, at time.Time)
 
 	DialTimeout      time.Duration // dial + handshake; default DefaultDialTimeout
 	RPCTimeout       time.Duration // default DefaultRPCTimeout
@@ -134,12 +140,14 @@ type Stats struct {
 	SnapshotsReceived           uint64 // InstallSnapshot RPCs a local group answered without error
 	UnknownGroup                uint64 // inbound RPCs for a group not registered here
 	ProtocolErrors              uint64 // connections closed because of a malformed or oversized frame
+	PeersLost                   uint64 // Config.PeerLost calls
 	InboundConns, OutboundConns int64  // connections open now
 }
 
 type counters struct {
 	dials, dialFailures, refused, requests, heartbeats, heartbeatFrames atomic.Uint64
 	timeouts, snapshotsSent, snapshotsReceived, unknownGroup, protoErrs atomic.Uint64
+	peersLost                                                           atomic.Uint64
 	inbound, outbound                                                   atomic.Int64
 }
 
@@ -159,6 +167,9 @@ type Mux struct {
 	wg     sync.WaitGroup
 	reqID  atomic.Uint64
 	stats  counters
+
+	lostMu sync.Mutex
+	lostAt map[raft.ServerAddress]time.Time // last PeerLost call per peer
 
 	gmu    sync.RWMutex
 	groups map[string]*GroupTransport
@@ -195,11 +206,37 @@ func New(cfg Config, ln net.Listener) (*Mux, error) {
 		groups:  make(map[string]*GroupTransport),
 		peers:   make(map[raft.ServerAddress]*peer),
 		inbound: make(map[inboundKey]*serverConn),
+		lostAt:  make(map[raft.ServerAddress]time.Time),
 
 		handshaking: make(map[net.Conn]struct{}),
 	}
 	m.goFunc(m.acceptLoop)
 	return m, nil
+}
+
+// errReplaced closes an inbound connection that a newer one from the same peer replaced: the peer
+// is alive, so it is not a lost peer.
+var errReplaced = errors.New("transport: replaced by a newer connection")
+
+// PeerLostInterval is the least time between two PeerLost calls for one peer: both control
+// connections of a dead peer fail at once, and a flapping path should not flood the callee.
+const PeerLostInterval = 500 * time.Millisecond
+
+// peerLost reports a failed control connection to Config.PeerLost.
+func (m *Mux) peerLost(addr raft.ServerAddress, err error) {
+	if m.cfg.PeerLost == nil || errors.Is(err, raft.ErrTransportShutdown) || errors.Is(err, errReplaced) || m.isClosed() {
+		return
+	}
+	now := time.Now()
+	m.lostMu.Lock()
+	if last, ok := m.lostAt[addr]; ok && now.Sub(last) < PeerLostInterval {
+		m.lostMu.Unlock()
+		return
+	}
+	m.lostAt[addr] = now
+	m.lostMu.Unlock()
+	m.stats.peersLost.Add(1)
+	m.goFunc(func() { m.cfg.PeerLost(addr, now) })
 }
 
 // goFunc runs fn on a tracked goroutine, or reports false after Close: every long-lived goroutine
@@ -285,7 +322,7 @@ func (m *Mux) Stats() Stats {
 		Requests: s.requests.Load(), Heartbeats: s.heartbeats.Load(), HeartbeatFrames: s.heartbeatFrames.Load(),
 		Timeouts: s.timeouts.Load(), SnapshotsSent: s.snapshotsSent.Load(),
 		SnapshotsReceived: s.snapshotsReceived.Load(), UnknownGroup: s.unknownGroup.Load(),
-		ProtocolErrors: s.protoErrs.Load(), InboundConns: s.inbound.Load(), OutboundConns: s.outbound.Load(),
+		ProtocolErrors: s.protoErrs.Load(), PeersLost: s.peersLost.Load(), InboundConns: s.inbound.Load(), OutboundConns: s.outbound.Load(),
 	}
 }
 
@@ -434,7 +471,7 @@ func (m *Mux) serve(nc net.Conn) {
 	m.inbound[key] = sc
 	m.mu.Unlock()
 	if old != nil {
-		old.close(errors.New("transport: replaced by a newer connection"))
+		old.close(errReplaced)
 	}
 	m.stats.inbound.Add(1)
 	defer m.stats.inbound.Add(-1)

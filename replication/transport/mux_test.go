@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -481,3 +482,62 @@ func TestInstallSnapshotStream(t *testing.T) {
 type iotestErrReader struct{}
 
 func (iotestErrReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
+
+// TestPeerLost: when a peer's Mux goes away, the failed control connection
+// is reported once (per PeerLostInterval) with the peer's address; a Mux
+// closing its own connections reports nothing.
+func TestPeerLost(t *testing.T) {
+	type lost struct {
+		addr raft.ServerAddress
+		at   time.Time
+	}
+	var mu sync.Mutex
+	var aLost, bLost []lost
+	a := newTestMux(t, func(c *Config) {
+		c.Handler = echoHandler
+		c.PeerLost = func(addr raft.ServerAddress, at time.Time) {
+			mu.Lock()
+			aLost = append(aLost, lost{addr, at})
+			mu.Unlock()
+		}
+	})
+	b := newTestMux(t, func(c *Config) {
+		c.Handler = echoHandler
+		c.PeerLost = func(addr raft.ServerAddress, at time.Time) {
+			mu.Lock()
+			bLost = append(bLost, lost{addr, at})
+			mu.Unlock()
+		}
+	})
+	// Control connections both ways: a's to b and b's to a.
+	if _, err := a.Call(context.Background(), b.cfg.LocalAddr, "echo", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Call(context.Background(), a.cfg.LocalAddr, "echo", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(aLost) == 0 {
+			return errors.New("a was not told that b went away")
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // the second connection's failure, if it were reported
+	mu.Lock()
+	defer mu.Unlock()
+	if len(aLost) != 1 || aLost[0].addr != b.cfg.LocalAddr || aLost[0].at.Before(before) {
+		t.Fatalf("a was told %+v, want one report of %s after %v", aLost, b.cfg.LocalAddr, before)
+	}
+	if len(bLost) != 0 {
+		t.Fatalf("b closed itself and was told of lost peers: %+v", bLost)
+	}
+	if s := a.Stats(); s.PeersLost != 1 {
+		t.Fatalf("a.Stats().PeersLost = %d, want 1", s.PeersLost)
+	}
+}
