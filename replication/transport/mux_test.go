@@ -3,8 +3,8 @@ package transport
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
