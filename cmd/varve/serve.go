@@ -24,28 +24,32 @@ import (
 // serveFlags are varve serve's settings, as flags, environment variables
 // and YAML keys.
 type serveFlags struct {
-	id               int
-	data             string
-	kafkaAddr        string
-	advertise        string
-	adminAddr        string
-	logFormat        string
-	logLevel         string
-	autoCreateTopics bool
-	numPartitions    int
-	raftAddr         string
-	raftAdvertise    string
-	peers            string
-	clusterID        string
-	writeCaching     bool
-	config           string
+	id                  int
+	data                string
+	kafkaAddr           string
+	advertise           string
+	listeners           string
+	advertisedListeners string
+	adminAddr           string
+	logFormat           string
+	logLevel            string
+	autoCreateTopics    bool
+	numPartitions       int
+	raftAddr            string
+	raftAdvertise       string
+	peers               string
+	clusterID           string
+	writeCaching        bool
+	config              string
 }
 
 func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.id, "id", 1, "broker node id")
 	fs.StringVar(&s.data, "data", "./varve-data", "data directory")
-	fs.StringVar(&s.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address to bind")
+	fs.StringVar(&s.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address to bind (shorthand for one listener named PLAINTEXT)")
 	fs.StringVar(&s.advertise, "advertise", "", "host:port clients are told to connect to (default: the Kafka listener's address)")
+	fs.StringVar(&s.listeners, "listeners", "", "named Kafka listeners to bind as NAME://HOST:PORT,... (Kafka's listeners; replaces --kafka-addr and --advertise)")
+	fs.StringVar(&s.advertisedListeners, "advertised-listeners", "", "addresses clients are told per listener as NAME://HOST:PORT,... (Kafka's advertised.listeners; default: the bound address)")
 	fs.StringVar(&s.adminAddr, "admin-addr", "127.0.0.1:9644", "admin HTTP address (/healthz, /metrics, /debug/pprof); empty disables")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -90,7 +94,7 @@ func resolveSettings(fs *flag.FlagSet, args []string, getenv func(string) string
 			if fs.Lookup(k) == nil || k == "config" {
 				return fmt.Errorf("config %s: unknown key %q", path, k)
 			}
-			fileValues[k] = fmt.Sprint(v)
+			fileValues[k] = yamlValue(v)
 		}
 	}
 	var errs []error
@@ -109,6 +113,28 @@ func resolveSettings(fs *flag.FlagSet, args []string, getenv func(string) string
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// yamlValue is a YAML value as the flag's string: a sequence joins with
+// commas, so lists (listeners, peers) may be written either way.
+func yamlValue(v any) string {
+	items, ok := v.([]any)
+	if !ok {
+		return fmt.Sprint(v)
+	}
+	parts := make([]string, len(items))
+	for i, it := range items {
+		parts[i] = fmt.Sprint(it)
+	}
+	return strings.Join(parts, ",")
+}
+
+// setFlags names the flags given by any source: resolveSettings applies
+// the environment and the file with fs.Set, so they count as given.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 func runServe(args []string) error {
@@ -132,6 +158,10 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	kls, err := s.kafkaListeners(setFlags(fs))
+	if err != nil {
+		return err
+	}
 	advertise := s.raftAdvertise
 	for _, p := range peers {
 		if p.ID == int32(s.id) && advertise == "" {
@@ -146,7 +176,7 @@ func runServe(args []string) error {
 		Peers:             peers,
 		ClusterID:         s.clusterID,
 		WriteCaching:      s.writeCaching,
-		Listeners:         []broker.Listener{{Name: "PLAINTEXT", Advertise: s.advertise}},
+		Listeners:         brokerListeners(kls),
 		AutoCreateTopics:  s.autoCreateTopics,
 		DefaultPartitions: int32(s.numPartitions),
 		Logger:            logger,
@@ -155,14 +185,20 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", s.kafkaAddr)
+	lns, err := bindListeners(kls)
 	if err != nil {
 		_ = b.Shutdown(context.Background())
-		return fmt.Errorf("kafka listener: %w", err)
+		return err
 	}
-	logger.Info("kafka listener ready", "addr", ln.Addr().String())
-	errc := make(chan error, 2)
-	go func() { errc <- b.Serve("PLAINTEXT", ln) }()
+	errc := make(chan error, len(lns)+1)
+	for i, ln := range lns {
+		name := kls[i].Name
+		logger.Info("kafka listener ready", "listener", name, "addr", ln.Addr().String())
+		if kls[i].Advertise == "" {
+			warnWildcard(logger, name, ln.Addr())
+		}
+		go func() { errc <- b.Serve(name, ln) }()
+	}
 	if s.adminAddr != "" {
 		aln, err := net.Listen("tcp", s.adminAddr)
 		if err != nil {
