@@ -84,6 +84,34 @@
 // one needs a new protocol version, negotiated in the handshake (Call joined version 1 before any
 // release).
 //
+// # Peer addresses
+//
+// Raft configurations are stored in every group's log and snapshots and name each server by
+// (ServerID, ServerAddress) as it was when the server was added; a broker that restarts on a new
+// address would be unreachable under them, and rewriting every group's configuration would need a
+// membership change per group through a leader that cannot reach it. So the address raft passes
+// in an RPC is only a hint: every outbound RPC of a GroupTransport (AppendEntries and heartbeats,
+// pipelines, RequestVote, RequestPreVote, TimeoutNow, InstallSnapshot) dials
+// Config.Resolve(id, addr) instead (Mux.Resolve; the identity without a resolver). A pipeline
+// resolves once, when raft opens it. The broker resolves by broker id: the newest of the address
+// the broker registered in the cluster metadata and the address it last announced (below).
+//
+// Everything keyed by a peer's address uses the resolved address, the one actually dialed: the
+// outbound connections, Acked (recorded under the resolved address, so Acked(group, addr) takes
+// what Mux.Resolve returns, e.g. the address the metadata currently registers), and PeerLost for
+// outbound connections (inbound ones report the address the peer named in its handshake, which is
+// the same: its advertised address). A peer's old address keeps its idle, failing link until the
+// Mux closes.
+//
+// A moved broker must be found before it can register its new address: a follower hears from its
+// leaders only once they dial it, and it cannot reach the metadata leader to register before it
+// knows who that is. Its raft traffic solves this: a follower that hears nothing campaigns, and
+// its RequestPreVote (like every raft request) carries an RPCHeader with its ServerID and its
+// LocalAddr, which raft itself already trusts to learn its leader's address. The listening side
+// passes that pair to Config.Announce: for RequestVote, RequestPreVote and TimeoutNow every time,
+// for other requests when it changes on a connection. The broker's resolver takes it, so the
+// leaders reach the moved broker at its first campaign, a heartbeat timeout after it starts.
+//
 // # Lost peers
 //
 // When a control connection to or from a peer fails for any reason but this Mux's own Close or its
@@ -164,7 +192,7 @@
 //
 // Mux.Acked(group, peer) is the follower log index proven by the last successful AppendEntries
 // (the last entry's index, or PrevLogEntry for an empty one) or InstallSnapshot (LastLogIndex)
-// this node sent, and when. resp.LastLog is not used: on success it may include a stale tail the
+// this node sent, and when, keyed by the resolved address the RPC went to (see "Peer addresses"). resp.LastLog is not used: on success it may include a stale tail the
 // request never checked. Heartbeats carry no position and do not update it. hashicorp/raft exposes
 // no match index; ISR and "caught up" decisions read this.
 //

@@ -29,6 +29,7 @@ type GroupTransport struct {
 	id        string
 	consumeCh chan raft.RPC
 	hbFn      atomic.Pointer[func(raft.RPC)]
+	voteGate  atomic.Pointer[func() bool] // see votegate.go
 	closed    chan struct{}
 	closeOnce sync.Once
 
@@ -120,9 +121,12 @@ func (g *GroupTransport) detach() {
 
 // AppendEntries implements raft.Transport. Heartbeats (no log position) go on the control
 // connection, batched with other groups'; every other AppendEntries, empty ones included, goes on
-// the data connection so that it stays in order with the group's pipelined data.
-func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress,
+// the data connection so that it stays in order with the group's pipelined data. Like every
+// outbound RPC it goes to Mux.Resolve(id, target), and the acknowledgement is recorded under that
+// address.
+func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress,
 	args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	target = g.m.Resolve(id, target)
 	if isHeartbeat(args) {
 		return g.call(target, connControl, rpcAppendEntries, args, resp)
 	}
@@ -136,24 +140,25 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 }
 
 // RequestVote implements raft.Transport (control connection).
-func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress,
+func (g *GroupTransport) RequestVote(id raft.ServerID, target raft.ServerAddress,
 	args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	return g.call(target, connControl, rpcRequestVote, args, resp)
+	return g.call(g.m.Resolve(id, target), connControl, rpcRequestVote, args, resp)
 }
 
 // RequestPreVote implements raft.WithPreVote (control connection).
-func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress,
+func (g *GroupTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress,
 	args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	return g.call(target, connControl, rpcRequestPreVote, args, resp)
+	return g.call(g.m.Resolve(id, target), connControl, rpcRequestPreVote, args, resp)
 }
 
 // TimeoutNow implements raft.Transport (control connection).
-func (g *GroupTransport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress,
+func (g *GroupTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress,
 	args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	return g.call(target, connControl, rpcTimeoutNow, args, resp)
+	return g.call(g.m.Resolve(id, target), connControl, rpcTimeoutNow, args, resp)
 }
 
-// prepare checks the group can send and returns a live connection and a fresh request id.
+// prepare checks the group can send and returns a live connection and a fresh request id. target
+// is already resolved.
 func (g *GroupTransport) prepare(target raft.ServerAddress, kind byte) (*clientConn, uint64, error) {
 	if g.isClosed() {
 		return nil, 0, raft.ErrTransportShutdown

@@ -65,6 +65,25 @@ type Config struct {
 	// replication layer uses this to look sooner (see replication's suspectLeader). It runs on a
 	// goroutine of its own, at most once per peer per PeerLostInterval, and must not block long.
 	PeerLost func(addr raft.ServerAddress, at time.Time)
+	// Resolve, if set, maps the (ServerID, ServerAddress) that raft names in an outbound RPC to the
+	// address actually dialed: raft configurations live in every group's log and snapshots and keep
+	// the address a server had when it was added, so a peer that restarts on a new address would
+	// be unreachable under it. The broker resolves by broker id (its metadata registration, or the
+	// address the peer last announced, see Announce). Nil is the identity, and so is an empty
+	// answer. It is called for every outbound RPC (heartbeats included), concurrently and on raft's
+	// replication goroutines, so it must be cheap and must not block: read an atomically published
+	// map, take no lock that I/O can hold. Everything the Mux keys by peer address uses its result: connections, Acked,
+	// PeerLost (doc.go, "Peer addresses").
+	Resolve func(id raft.ServerID, addr raft.ServerAddress) raft.ServerAddress
+	// Announce, if set, is told the ServerID and address a peer names itself with in the RPCHeader
+	// of the raft requests it sends here: the address of its running process, which raft itself
+	// trusts to learn a leader's address. It is how a peer that moved is found before anything
+	// else knows its new address (doc.go, "Peer addresses"). It runs on the connection's reader
+	// goroutine, shared by every group, so it must be cheap and must not block. It is called for
+	// every RequestVote, RequestPreVote and TimeoutNow (rare, and a campaigning peer that is
+	// not reached keeps sending them), and for other requests when the pair differs from the
+	// previous one on the same connection.
+	Announce func(id raft.ServerID, addr raft.ServerAddress)
 
 	DialTimeout      time.Duration // dial + handshake; default DefaultDialTimeout
 	RPCTimeout       time.Duration // default DefaultRPCTimeout
@@ -141,13 +160,14 @@ type Stats struct {
 	UnknownGroup                uint64 // inbound RPCs for a group not registered here
 	ProtocolErrors              uint64 // connections closed because of a malformed or oversized frame
 	PeersLost                   uint64 // Config.PeerLost calls
+	VotesRefused                uint64 // vote requests refused by a group's vote gate
 	InboundConns, OutboundConns int64  // connections open now
 }
 
 type counters struct {
 	dials, dialFailures, refused, requests, heartbeats, heartbeatFrames atomic.Uint64
 	timeouts, snapshotsSent, snapshotsReceived, unknownGroup, protoErrs atomic.Uint64
-	peersLost                                                           atomic.Uint64
+	peersLost, votesRefused                                             atomic.Uint64
 	inbound, outbound                                                   atomic.Int64
 }
 
@@ -304,9 +324,23 @@ func (m *Mux) group(id string) *GroupTransport {
 	return g
 }
 
+// Resolve returns the address an RPC that raft addresses to (id, addr) is sent to: Config.Resolve's
+// answer, or addr without one. Callers that key things by peer address (Acked, Call, comparing with
+// PeerLost's address) use it so that they name the peer as the transport does.
+func (m *Mux) Resolve(id raft.ServerID, addr raft.ServerAddress) raft.ServerAddress {
+	if m.cfg.Resolve == nil {
+		return addr
+	}
+	if r := m.cfg.Resolve(id, addr); r != "" {
+		return r
+	}
+	return addr
+}
+
 // Acked returns the last log index that peer acknowledged for the group (the match index implied by
 // its last successful AppendEntries or InstallSnapshot from this node) and when. Zero values mean
-// no acknowledgement since the group's transport was created.
+// no acknowledgement since the group's transport was created. peer is the resolved address (see
+// Resolve), the one the RPCs were sent to, not necessarily the one in raft's configuration.
 func (m *Mux) Acked(groupID string, peer raft.ServerAddress) (index uint64, at time.Time) {
 	if g := m.group(groupID); g != nil {
 		return g.acked(peer)
@@ -322,7 +356,7 @@ func (m *Mux) Stats() Stats {
 		Requests: s.requests.Load(), Heartbeats: s.heartbeats.Load(), HeartbeatFrames: s.heartbeatFrames.Load(),
 		Timeouts: s.timeouts.Load(), SnapshotsSent: s.snapshotsSent.Load(),
 		SnapshotsReceived: s.snapshotsReceived.Load(), UnknownGroup: s.unknownGroup.Load(),
-		ProtocolErrors: s.protoErrs.Load(), PeersLost: s.peersLost.Load(), InboundConns: s.inbound.Load(), OutboundConns: s.outbound.Load(),
+		ProtocolErrors: s.protoErrs.Load(), PeersLost: s.peersLost.Load(), VotesRefused: s.votesRefused.Load(), InboundConns: s.inbound.Load(), OutboundConns: s.outbound.Load(),
 	}
 }
 

@@ -10,11 +10,14 @@ import (
 // AppendEntriesPipeline implements raft.Transport. The pipeline is bound to the data connection
 // that is current when it is made: if that connection fails, the pipeline fails and raft falls back
 // to synchronous AppendEntries, which finds the follower's next index again. Binding to one
-// connection is what makes the pipeline's order the wire's order.
-func (g *GroupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+// connection is what makes the pipeline's order the wire's order. The target is resolved once,
+// here (Mux.Resolve): a peer that moves while a pipeline is open fails it by going away, and
+// raft's next pipeline resolves again.
+func (g *GroupTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	if g.m.cfg.PipelineDepth < 2 {
 		return nil, raft.ErrPipelineReplicationNotSupported
 	}
+	target = g.m.Resolve(id, target)
 	cc, _, err := g.prepare(target, connData)
 	if err != nil {
 		return nil, err

@@ -27,6 +27,9 @@ type serverConn struct {
 	callCtx    context.Context
 	cancelCall context.CancelFunc
 	calls      atomic.Int32
+
+	// The RPCHeader last passed to Config.Announce from this connection; reader goroutine only.
+	annID, annAddr string
 }
 
 func newServerConn(m *Mux, nc net.Conn, br *bufio.Reader, peer raft.ServerAddress, kind byte) *serverConn {
@@ -90,10 +93,14 @@ func (sc *serverConn) handleRequest(d *decoder, size int) error {
 		sc.serveCall(id, req)
 		return nil
 	}
+	sc.announce(msg, kind == rpcRequestVote || kind == rpcRequestPreVote || kind == rpcTimeoutNow)
 	g := sc.m.group(group)
 	if g == nil {
 		sc.m.stats.unknownGroup.Add(1)
 		sc.respond(id, kind, nil, fmt.Errorf("%w %q on %s", errUnknownGroup, group, sc.m.cfg.LocalAddr))
+		return nil
+	}
+	if g.refuseVote(sc, id, kind, msg) {
 		return nil
 	}
 	in := &inbound{sc: sc, id: id, kind: kind, cmd: msg, size: size}
@@ -130,6 +137,7 @@ func (sc *serverConn) handleHeartbeats(d *decoder) error {
 		if d.err != nil {
 			return d.err
 		}
+		sc.announce(req, false)
 		g := sc.m.group(group)
 		if g == nil {
 			sc.m.stats.unknownGroup.Add(1)
@@ -161,6 +169,31 @@ func (sc *serverConn) handleHeartbeats(d *decoder) error {
 		_ = sc.enqueue(b)
 	}
 	return nil
+}
+
+// announce tells Config.Announce who sent a raft request and from which address, as its RPCHeader
+// says: for votes, pre-votes and TimeoutNow always (they are rare, and a candidate nobody reaches
+// keeps sending them, so a receiver that lost the address learns it again), else only when the
+// header differs from the previous one on this connection, which keeps the per-request cost of
+// AppendEntries and heartbeats to two string comparisons.
+func (sc *serverConn) announce(msg any, always bool) {
+	fn := sc.m.cfg.Announce
+	if fn == nil {
+		return
+	}
+	w, ok := msg.(raft.WithRPCHeader)
+	if !ok {
+		return
+	}
+	h := w.GetRPCHeader()
+	if len(h.ID) == 0 || len(h.Addr) == 0 {
+		return
+	}
+	if !always && string(h.ID) == sc.annID && string(h.Addr) == sc.annAddr {
+		return
+	}
+	sc.annID, sc.annAddr = string(h.ID), string(h.Addr)
+	fn(raft.ServerID(sc.annID), raft.ServerAddress(sc.annAddr))
 }
 
 // openStream registers the receiving end of an InstallSnapshot stream; nil if the id is taken.

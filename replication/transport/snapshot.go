@@ -25,9 +25,11 @@ const (
 var errSnapshotStalled = errors.New("transport: snapshot stream stalled")
 
 // InstallSnapshot implements raft.Transport: the request goes on the data connection, then the
-// snapshot bytes in chunks under the receiver's credit, then the answer comes back.
-func (g *GroupTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress,
+// snapshot bytes in chunks under the receiver's credit, then the answer comes back. It goes to
+// Mux.Resolve(peer, target), and the acknowledgement is recorded under that address.
+func (g *GroupTransport) InstallSnapshot(peer raft.ServerID, target raft.ServerAddress,
 	args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	target = g.m.Resolve(peer, target)
 	cc, id, err := g.prepare(target, connData)
 	if err != nil {
 		return err
