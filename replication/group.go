@@ -76,6 +76,17 @@ type GroupConfig struct {
 	// raft's defaults would keep gigabytes of WAL per partition.
 	SnapshotEntries uint64
 	TrailingLogs    uint64
+	// Join opens a replica that is being added to an existing group (a
+	// reassignment's new replica) without bootstrapping it: it learns the
+	// configuration from the leader. Founding members leave it false.
+	Join bool
+	// Rejoin is Join for a replica that was a voter of the group before it
+	// lost its state: it refuses votes until the leader has demoted it
+	// (Demote), then catches up and is promoted like a learner.
+	Rejoin bool
+	// NoSoloTiming keeps Timing even when Peers is this broker alone: the
+	// group is about to get more voters (see nodeConfig.noSolo).
+	NoSoloTiming bool
 	// MaxEntryBytes caps how many bytes of produce batches are aggregated
 	// into one entry (a single larger batch goes alone). Default 1 MiB.
 	MaxEntryBytes int
@@ -165,6 +176,9 @@ func OpenGroup(cfg GroupConfig) (*Group, error) {
 		trailing:  cfg.TrailingLogs,
 		threshold: cfg.SnapshotEntries,
 		maxAppend: 16,
+		join:      cfg.Join,
+		rejoin:    cfg.Rejoin,
+		noSolo:    cfg.NoSoloTiming,
 		onStorageError: func(err error) {
 			g.fail(fmt.Errorf("replication: raft log: %w", err))
 		},

@@ -36,6 +36,12 @@ type MachineConfig struct {
 	Mux     *transport.Mux
 	Timing  Timing // default MetadataTiming()
 	Logger  *slog.Logger
+	// Join starts a member that is not one of Peers without bootstrapping:
+	// it waits for the group's leader to add it (AddLearner) and learns
+	// the configuration from it.
+	Join bool
+	// Rejoin starts a voter that lost its state (see GroupConfig.Rejoin).
+	Rejoin bool
 }
 
 // Machine is a StateMachine replicated by one Raft group.
@@ -72,6 +78,8 @@ func OpenMachine(cfg MachineConfig, sm StateMachine) (*Machine, error) {
 		threshold:      4096,
 		maxAppend:      256,
 		restoreOnStart: true,
+		join:           cfg.Join,
+		rejoin:         cfg.Rejoin,
 		onStorageError: func(err error) {
 			cfg.Logger.Error("metadata raft log failed; this broker leaves the metadata group", "err", err)
 			go func() {

@@ -81,6 +81,20 @@ type nodeConfig struct {
 	// restoreOnStart restores the latest snapshot at start: for state
 	// machines that keep nothing on disk themselves.
 	restoreOnStart bool
+	// join opens a node with no raft state without bootstrapping it: the
+	// replica is being added to a group that exists and learns the
+	// configuration from its leader. Never set for a founding member.
+	join bool
+	// rejoin is join for a member that was a voter before it lost its
+	// state (its broker's data directory was wiped): it may have voted in
+	// terms it no longer remembers, so it refuses every vote until the
+	// leader has demoted it to a non-voter (after which its vote is not
+	// counted until it is promoted with a log the leader gave it).
+	rejoin bool
+	// noSolo keeps the configured timing for a single-voter peer list: a
+	// group about to grow must not run the solo timing's 10 ms lease,
+	// which raft cannot change at runtime.
+	noSolo bool
 	// onStorageError is told of the first failed WAL write or fsync: the
 	// owner stops the node (raft would otherwise carry on with a log that
 	// refuses writes, and panic when it next persists a term).
@@ -122,10 +136,16 @@ type node struct {
 	notify chan bool
 	timing Timing
 
+	mux     *transport.Mux
+	groupID string
+	localID int32
+
 	closing    chan struct{} // closed by shutdown
 	closeOnce  sync.Once
 	suspecting atomic.Bool  // a suspectLeader goroutine runs
 	suspected  atomic.Int64 // times the heartbeat timeout was shortened
+	// voteGated: this member refuses every vote (see nodeConfig.rejoin).
+	voteGated atomic.Bool
 }
 
 // openNode opens the stores and starts raft, bootstrapping with the
@@ -147,10 +167,11 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 		return nil, err
 	}
 	timing := cfg.timing
-	if len(cfg.peers) == 1 && cfg.peers[0].ID == cfg.localID {
+	if len(cfg.peers) == 1 && cfg.peers[0].ID == cfg.localID && !cfg.join && !cfg.noSolo {
 		timing = soloTiming()
 	}
-	n := &node{wal: w, snaps: snaps, notify: make(chan bool, 8), timing: timing, closing: make(chan struct{})}
+	n := &node{wal: w, snaps: snaps, notify: make(chan bool, 8), timing: timing, closing: make(chan struct{}),
+		mux: cfg.mux, groupID: cfg.groupID, localID: cfg.localID}
 	rc := raft.DefaultConfig()
 	rc.LocalID = ServerID(cfg.localID)
 	rc.HeartbeatTimeout = timing.Heartbeat
@@ -186,7 +207,14 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 		n.closeStores()
 		return nil, err
 	}
-	if !existing {
+	if cfg.rejoin {
+		cfg.join = true
+		if !existing {
+			n.voteGated.Store(true)
+			n.trans.SetVoteGate(func() bool { return !n.voteGated.Load() })
+		}
+	}
+	if !existing && !cfg.join {
 		var conf raft.Configuration
 		for _, p := range cfg.peers {
 			conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
@@ -207,6 +235,9 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 		return nil, fmt.Errorf("replication: start group %s: %w", cfg.groupID, err)
 	}
 	n.raft = r
+	if n.voteGated.Load() {
+		go n.openVoteGate(cfg.logger)
+	}
 	return n, nil
 }
 
