@@ -41,6 +41,12 @@ func applyCommand(s *State, b []byte) (*State, Result) {
 		next, res.ProducerID, err = applyAllocateProducerIDs(s, c)
 	case SetISR:
 		next = applySetISR(s, c)
+	case Reassign:
+		next, err = applyReassign(s, c)
+	case SetReplicas:
+		next = applySetReplicas(s, c)
+	case UnregisterBroker:
+		next, err = applyUnregisterBroker(s, c)
 	default:
 		err = fmt.Errorf("%w: no apply for %T", ErrInvalidCommand, cmd)
 	}
@@ -64,12 +70,34 @@ func applyRegisterBroker(s *State, c RegisterBroker) (*State, error) {
 	if len(b.Listeners) == 0 {
 		b.Listeners = nil
 	}
+	if slices.Contains(s.Retired, b.ID) {
+		return nil, fmt.Errorf("%w: %d", ErrBrokerRetired, b.ID)
+	}
 	if old, ok := s.Brokers[b.ID]; ok && old.equal(&b) {
 		return nil, nil
 	}
 	next := s.clone()
 	next.Brokers = maps.Clone(s.Brokers)
 	next.Brokers[b.ID] = b
+	return next, nil
+}
+
+func applyUnregisterBroker(s *State, c UnregisterBroker) (*State, error) {
+	if _, ok := s.Brokers[c.ID]; !ok {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownBroker, c.ID)
+	}
+	for _, name := range s.TopicNames() {
+		for i, p := range s.Topics[name].Partitions {
+			if slices.Contains(p.Members(), c.ID) {
+				return nil, fmt.Errorf("%w: broker %d still holds a replica of %s partition %d: move its replicas first", ErrBrokerInUse, c.ID, name, i)
+			}
+		}
+	}
+	next := s.clone()
+	next.Brokers = maps.Clone(s.Brokers)
+	delete(next.Brokers, c.ID)
+	next.Retired = append(slices.Clone(s.Retired), c.ID)
+	slices.Sort(next.Retired)
 	return next, nil
 }
 
@@ -234,7 +262,9 @@ func applySetLeader(s *State, c SetLeader) *State {
 		return nil
 	}
 	p := t.Partitions[c.Partition]
-	if !slices.Contains(p.Replicas, c.Leader) || c.Epoch <= p.LeaderEpoch {
+	// A reassignment's new replica can be elected once promoted, before
+	// the leader that promoted it has published the new replica set.
+	if !slices.Contains(p.Members(), c.Leader) || c.Epoch <= p.LeaderEpoch {
 		return nil
 	}
 	nt := *t

@@ -19,6 +19,9 @@ const (
 	typeSetLeader           byte = 6
 	typeAllocateProducerIDs byte = 7
 	typeSetISR              byte = 8
+	typeReassign            byte = 9
+	typeSetReplicas         byte = 10
+	typeUnregisterBroker    byte = 11
 )
 
 // commandVersion is the second byte of every command this build writes and
@@ -37,6 +40,13 @@ const (
 // RegisterBroker adds a broker, or replaces the registration of its id.
 type RegisterBroker struct {
 	Broker Broker `json:"broker"`
+}
+
+// UnregisterBroker removes a broker's registration: the last step of
+// decommissioning it, refused while any partition still has (or is moving)
+// a replica on it.
+type UnregisterBroker struct {
+	ID int32 `json:"id"`
 }
 
 // CreateTopic creates a topic. ID and CreatedMs are stamped by the proposer.
@@ -119,6 +129,12 @@ func Encode(cmd any) ([]byte, error) {
 		t = typeAllocateProducerIDs
 	case SetISR, *SetISR:
 		t = typeSetISR
+	case Reassign, *Reassign:
+		t = typeReassign
+	case SetReplicas, *SetReplicas:
+		t = typeSetReplicas
+	case UnregisterBroker, *UnregisterBroker:
+		t = typeUnregisterBroker
 	default:
 		return nil, fmt.Errorf("%w: cannot encode %T", ErrInvalidCommand, c)
 	}
@@ -161,6 +177,12 @@ func Decode(b []byte) (any, error) {
 		return decodeBody[AllocateProducerIDs](b[0], body)
 	case typeSetISR:
 		return decodeBody[SetISR](b[0], body)
+	case typeReassign:
+		return decodeBody[Reassign](b[0], body)
+	case typeSetReplicas:
+		return decodeBody[SetReplicas](b[0], body)
+	case typeUnregisterBroker:
+		return decodeBody[UnregisterBroker](b[0], body)
 	}
 	return nil, fmt.Errorf("%w: unknown type %d", ErrInvalidCommand, b[0])
 }

@@ -87,7 +87,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"one byte", "\x01", "shorter"},
 		{"header only", "\x03\x01", "not a JSON object"},
 		{"unknown type 0", "\x00\x01{}", "unknown type 0"},
-		{"unknown type 9", "\x09\x01{}", "unknown type 9"},
+		{"unknown type 127", "\x7f\x01{}", "unknown type 127"},
 		{"version 0", "\x03\x00{\"name\":\"t\"}", "version 0"},
 		{"version 2", "\x03\x02{\"name\":\"t\"}", "version 2"},
 		{"not json", "\x03\x01hello", "not a JSON object"},
@@ -151,7 +151,7 @@ func FuzzDecode(f *testing.F) {
 	for _, cmd := range sampleCommands() {
 		f.Add(mustEncode(f, cmd))
 	}
-	for _, s := range []string{"", "\x01", "\x02\x01{}", "\x09\x01{}", "\x02\x01{\"name\":\"a\",\"id\":\"AAAAAAAAAAAAAAAAAAAAAQ\",\"partitions\":70000,\"replication_factor\":3}",
+	for _, s := range []string{"", "\x01", "\x02\x01{}", "\x7f\x01{}", "\x02\x01{\"name\":\"a\",\"id\":\"AAAAAAAAAAAAAAAAAAAAAQ\",\"partitions\":70000,\"replication_factor\":3}",
 		"\x02\x01{\"name\":\"x\",\"id\":\"AAAAAAAAAAAAAAAAAAAAAg\",\"partitions\":2,\"assignment\":[[1,1],[2]]}", "\x06\x01{\"topic\":\"7gAAAAAAAAAAAAAAAAAAAQ\",\"partition\":-1}"} {
 		f.Add([]byte(s))
 	}

@@ -24,6 +24,15 @@ var (
 	// ErrInvalidCommand: a command that does not decode (unknown type or
 	// version, bad body) or whose fields are out of range.
 	ErrInvalidCommand = errors.New("metadata: invalid command")
+	// ErrUnknownPartition: the topic exists but has no such partition.
+	ErrUnknownPartition = errors.New("metadata: unknown partition")
+	// ErrNoReassignment: a cancellation for a partition that is not being
+	// reassigned.
+	ErrNoReassignment = errors.New("metadata: no reassignment in progress")
+	// ErrBrokerInUse: a broker to unregister still holds replicas.
+	ErrBrokerInUse = errors.New("metadata: broker still holds replicas")
+	// ErrBrokerRetired: a registration under an id that was unregistered.
+	ErrBrokerRetired = errors.New("metadata: broker id was unregistered")
 	// ErrInvalidSnapshot: Restore was given bytes it cannot trust.
 	ErrInvalidSnapshot = errors.New("metadata: invalid snapshot")
 )

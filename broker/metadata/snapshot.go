@@ -26,6 +26,7 @@ type snapshotV1 struct {
 	MaxEpoch       int32    `json:"max_epoch,omitempty"`
 	Brokers        []Broker `json:"brokers"` // sorted by id
 	Topics         []*Topic `json:"topics"`  // sorted by name
+	Retired        []int32  `json:"retired,omitempty"`
 }
 
 // Snapshot encodes the whole current state. Equal states give equal bytes.
@@ -36,7 +37,7 @@ func (f *FSM) Snapshot() ([]byte, error) {
 }
 
 func encodeSnapshot(s *State) ([]byte, error) {
-	body := snapshotV1{Index: s.Index, NextProducerID: s.NextProducerID, MaxEpoch: s.MaxEpoch,
+	body := snapshotV1{Index: s.Index, NextProducerID: s.NextProducerID, MaxEpoch: s.MaxEpoch, Retired: s.Retired,
 		Brokers: make([]Broker, 0, len(s.Brokers)), Topics: make([]*Topic, 0, len(s.Topics))}
 	for _, id := range s.BrokerIDs() {
 		body.Brokers = append(body.Brokers, s.Brokers[id])
@@ -98,7 +99,14 @@ func (body *snapshotV1) state() (*State, error) {
 	if s.NextProducerID < 0 {
 		return nil, fmt.Errorf("next producer id %d is negative", s.NextProducerID)
 	}
+	if !slices.IsSorted(body.Retired) || slices.ContainsFunc(body.Retired, func(id int32) bool { return id < 0 }) {
+		return nil, fmt.Errorf("retired brokers %v", body.Retired)
+	}
+	s.Retired = body.Retired
 	for _, b := range body.Brokers {
+		if slices.Contains(s.Retired, b.ID) {
+			return nil, fmt.Errorf("broker %d is both registered and retired", b.ID)
+		}
 		if b.ID < 0 {
 			return nil, fmt.Errorf("broker id %d is negative", b.ID)
 		}
@@ -144,13 +152,25 @@ func checkTopic(s *State, t *Topic) error {
 	if len(t.Partitions) == 0 || len(t.Partitions) > MaxPartitions {
 		return fmt.Errorf("topic %q has %d partitions", t.Name, len(t.Partitions))
 	}
-	rf := len(t.Partitions[0].Replicas)
 	for i, p := range t.Partitions {
-		lists := [][]int32{p.Replicas}
-		if err := checkAssignment(s, lists, rf, i); err != nil {
+		// Replica counts differ between partitions while one is reassigned.
+		if err := checkAssignment(s, [][]int32{p.Replicas}, len(p.Replicas), i); err != nil {
 			return fmt.Errorf("topic %q: %w", t.Name, err)
 		}
-		if p.Leader != -1 && !slices.Contains(p.Replicas, p.Leader) || p.LeaderEpoch < -1 || (p.Leader == -1) != (p.LeaderEpoch == -1) {
+		if p.Target != nil || p.Original != nil {
+			if p.Target == nil || p.Original == nil {
+				return fmt.Errorf("topic %q partition %d: target %v original %v", t.Name, i, p.Target, p.Original)
+			}
+			for _, list := range [][]int32{p.Target, p.Original} {
+				if err := checkAssignment(s, [][]int32{list}, len(list), i); err != nil {
+					return fmt.Errorf("topic %q reassignment: %w", t.Name, err)
+				}
+			}
+		}
+		if slices.ContainsFunc(p.Learners, func(id int32) bool { return !slices.Contains(p.Replicas, id) }) {
+			return fmt.Errorf("topic %q partition %d: learners %v not all replicas %v", t.Name, i, p.Learners, p.Replicas)
+		}
+		if p.Leader != -1 && !slices.Contains(p.Members(), p.Leader) || p.LeaderEpoch < -1 || (p.Leader == -1) != (p.LeaderEpoch == -1) {
 			return fmt.Errorf("topic %q partition %d: leader %d epoch %d", t.Name, i, p.Leader, p.LeaderEpoch)
 		}
 		if p.ISR != nil && (!slices.IsSorted(p.ISR) || !slices.Contains(p.ISR, p.Leader) || slices.ContainsFunc(p.ISR, func(id int32) bool { return !slices.Contains(p.Replicas, id) })) {

@@ -72,6 +72,28 @@ type Partition struct {
 	// ISR are the in-sync replicas as the leader last published them,
 	// sorted; nil until it has (then every replica counts).
 	ISR []int32 `json:"isr,omitempty"`
+	// Learners are the members of Replicas that do not vote yet (a
+	// reassignment's new replicas while they catch up), as the leader last
+	// published them; nil when none.
+	Learners []int32 `json:"learners,omitempty"`
+	// Target is the replica set a reassignment moves toward (Target[0]
+	// becomes the preferred leader) and Original the set it started from
+	// (what a cancellation returns to, and what Kafka's adding and removing
+	// lists are computed against); both nil when none is in progress.
+	Target   []int32 `json:"target,omitempty"`
+	Original []int32 `json:"original,omitempty"`
+}
+
+// Members are the brokers that hold or will hold a replica: Replicas and
+// the reassignment's Target together, Replicas first.
+func (p Partition) Members() []int32 {
+	out := slices.Clone(p.Replicas)
+	for _, id := range p.Target {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // InSync is the partition's ISR: the published one, or every replica
@@ -120,6 +142,10 @@ type State struct {
 	Topics         map[string]*Topic // by name
 	NextProducerID int64             // first id of the next AllocateProducerIDs block
 	MaxEpoch       int32             // highest leader epoch ever published
+	// Retired are broker ids unregistered (decommissioned): never
+	// registered again, so a decommissioned broker still running cannot
+	// come back by re-registering. Sorted.
+	Retired []int32
 
 	byID map[TopicID]string // topic id -> name, for every topic in Topics
 }
