@@ -40,8 +40,12 @@ func apiTable() []api {
 		{key: 32, min: 1, max: 4, handle: handleDescribeConfigs, notes: "topic configs; broker configs read-only"},
 		{key: 33, min: 0, max: 2, handle: handleAlterConfigs, notes: "topic configs"},
 		{key: 37, min: 0, max: 3, handle: handleCreatePartitions, notes: "grow a topic"},
+		{key: 43, min: 0, max: 2, handle: handleElectLeaders, notes: "PREFERRED: the leader hands off to the preferred replica when it is caught up (forwarded to the leader's broker); UNCLEAN: none under Raft (ELECTION_NOT_NEEDED with a leader, else ELIGIBLE_LEADERS_NOT_AVAILABLE)"},
 		{key: 44, min: 0, max: 1, handle: handleIncrementalAlterConfigs, notes: "topic configs: SET, DELETE"},
+		{key: 45, min: 0, max: 1, handle: handleAlterPartitionReassignments, notes: "records the target; the leader adds learners, promotes them once caught up, removes the rest (one Raft change at a time); null cancels"},
+		{key: 46, min: 0, max: 0, handle: handleListPartitionReassignments, notes: "replicas, adding and removing, as Kafka reports them"},
 		{key: 60, min: 0, max: 1, handle: handleDescribeCluster, notes: "every registered broker; controller = metadata group leader"},
+		{key: 64, min: 0, max: 0, handle: handleUnregisterBroker, notes: "decommission: refused while the broker holds replicas; also leaves the metadata Raft group"},
 	}
 }
 

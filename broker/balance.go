@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"time"
 
 	"github.com/varvelog/varve/replication"
@@ -19,7 +20,7 @@ func (b *Broker) balanceLeaders() {
 	var mine []*raftReplica
 	for _, t := range b.topics {
 		for _, r := range t.load().partitions {
-			if r.g != nil && len(r.part.Replicas) > 0 && r.part.Replicas[0] != b.cfg.NodeID {
+			if r.g != nil && len(r.part.Replicas) > 0 && r.part.Replicas[0] != b.cfg.NodeID && !slices.Contains(r.part.Learners, r.part.Replicas[0]) {
 				mine = append(mine, r)
 			}
 		}

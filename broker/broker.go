@@ -40,6 +40,10 @@ type Broker struct {
 	// opened is set once New has assigned machine: transport callbacks
 	// can run before that.
 	opened atomic.Bool
+	// rejoinedMetadata and rejoinedReplicas count what this process opened
+	// in rejoin mode (rejoin.go); tests read them.
+	rejoinedMetadata bool
+	rejoinedReplicas atomic.Int64
 
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
@@ -137,6 +141,12 @@ func New(cfg Config) (*Broker, error) {
 	if len(b.peers) == 0 {
 		b.peers = []replication.Peer{{ID: cfg.NodeID, Addr: b.raftAdvertise}}
 	}
+	rejoin, err := b.metadataRejoin()
+	if err != nil {
+		_ = b.mux.Close()
+		cancel()
+		return nil, err
+	}
 	b.machine, err = replication.OpenMachine(replication.MachineConfig{
 		ID:      metadataGroupID,
 		LocalID: cfg.NodeID,
@@ -146,6 +156,8 @@ func New(cfg Config) (*Broker, error) {
 		Mux:     b.mux,
 		Timing:  cfg.MetadataTiming,
 		Logger:  b.logger.With("group", metadataGroupID),
+		Join:    joiningMetadata(&cfg),
+		Rejoin:  rejoin,
 	}, metaMachine{b.meta})
 	if err != nil {
 		_ = b.mux.Close()
@@ -153,11 +165,22 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.opened.Store(true)
+	if joiningMetadata(&cfg) {
+		b.wg.Add(1)
+		go b.joinLoop()
+	}
+	if rejoin {
+		b.rejoinedMetadata = true
+		b.wg.Add(1)
+		go b.rejoinLoop()
+	}
+	b.goBackground("metadata-voters", 500*time.Millisecond, b.promoteMetadataVoters)
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.registerLoop()
 	b.goBackground("retention", cfg.RetentionCheckInterval, b.retainAll)
 	b.goBackground("leader-balance", cfg.LeaderBalanceInterval, b.balanceLeaders)
+	b.goBackground("move-replicas", cfg.ReassignInterval, b.moveReplicas)
 	isr := newISRTracker()
 	b.goBackground("isr", cfg.ISRInterval, func() { b.updateISR(isr) })
 	b.logger.Info("broker started", "cluster_id", b.clusterID, "data_dir", cfg.DataDir, "raft_addr", b.raftAdvertise, "peers", len(b.peers))
@@ -220,8 +243,10 @@ func (b *Broker) Serve(name string, ln net.Listener) error {
 }
 
 // Shutdown stops accepting connections, lets requests in progress finish,
-// then stops every partition replica (checkpointing it) and the metadata
-// group. After ctx expires, connections are cut.
+// hands the leadership this broker holds to caught-up followers (see
+// handoff), then stops every partition replica (checkpointing it) and the
+// metadata group. After ctx expires, connections are cut and the handoff
+// is skipped.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
@@ -239,6 +264,12 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		errs = append(errs, srv.Shutdown(ctx))
 	}
 	b.wg.Wait()
+	// Hand leadership off only now: the requests in flight have been
+	// answered by this broker as leader (a transfer would have failed them
+	// with NOT_LEADER_OR_FOLLOWER), and this broker's balancer has stopped,
+	// so nothing races the transfers. The groups close right after, which
+	// leaves other brokers' balancers little time to hand leadership back.
+	b.handoff(ctx)
 	errs = append(errs, b.closeGroups())
 	errs = append(errs, b.machine.Close())
 	errs = append(errs, b.mux.Close())

@@ -33,10 +33,11 @@ type Config struct {
 	// RaftAdvertise is the address peers dial; default the listener's.
 	// With Peers it must match this broker's entry there.
 	RaftAdvertise string
-	// Peers are the brokers of the cluster (id and Raft address), this
-	// one included, identical on every broker: the first start of a
-	// cluster bootstraps the metadata group with them. Empty: a cluster
-	// of this broker alone.
+	// Peers are the voters of the metadata group (id and Raft address),
+	// identical on every broker: the first start of a cluster bootstraps
+	// the metadata group with them. A broker whose id is not listed joins
+	// the running cluster as a learner of the metadata group (join.go).
+	// Empty: a cluster of this broker alone.
 	Peers []replication.Peer
 	// ClusterID names the cluster in the Raft handshake. Default: derived
 	// from Peers (every broker formatted with the same peer list agrees),
@@ -99,6 +100,9 @@ type Config struct {
 	// partition's preferred replica hands leadership back to it (when
 	// caught up). Default 10 s; negative disables.
 	LeaderBalanceInterval time.Duration
+	// ReassignInterval is how often a partition leader takes the next step
+	// of a reassignment (membership.go). Default 250 ms; negative disables.
+	ReassignInterval time.Duration
 	// ISRInterval is how often a leader samples its followers'
 	// acknowledged indexes for the in-sync replica set. Default 1 s.
 	ISRInterval time.Duration
@@ -109,6 +113,13 @@ type Config struct {
 	// RetentionCheckInterval is how often retention runs
 	// (log.retention.check.interval.ms). Default 5 min.
 	RetentionCheckInterval time.Duration
+	// ShutdownHandoffTimeout bounds how long a graceful Shutdown spends
+	// handing the leadership of this broker's partitions (and of the
+	// metadata group) to caught-up followers before it stops its Raft
+	// groups, so a stop costs clients a leadership transfer instead of an
+	// election timeout, and never hangs on an unreachable peer. Default
+	// 10 s; negative disables the handoff.
+	ShutdownHandoffTimeout time.Duration
 
 	// FS is the filesystem for partitions; nil means the real one.
 	FS vfs.FS
@@ -159,6 +170,9 @@ func (c Config) WithDefaults() Config {
 	if c.ISRInterval == 0 {
 		c.ISRInterval = time.Second
 	}
+	if c.ReassignInterval == 0 {
+		c.ReassignInterval = 250 * time.Millisecond
+	}
 	if c.ReplicaLagMax == 0 {
 		c.ReplicaLagMax = 30 * time.Second
 	}
@@ -167,6 +181,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RetentionCheckInterval == 0 {
 		c.RetentionCheckInterval = 5 * time.Minute
+	}
+	if c.ShutdownHandoffTimeout == 0 {
+		c.ShutdownHandoffTimeout = 10 * time.Second
 	}
 	if c.FS == nil {
 		c.FS = vfs.OS{}
@@ -233,7 +250,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("intervals must not be negative"))
 	}
 	seen := map[int32]bool{}
-	self := false
 	for _, p := range c.Peers {
 		if seen[p.ID] {
 			errs = append(errs, fmt.Errorf("peer %d listed twice", p.ID))
@@ -242,10 +258,6 @@ func (c Config) Validate() error {
 		if p.Addr == "" {
 			errs = append(errs, fmt.Errorf("peer %d has no address", p.ID))
 		}
-		self = self || p.ID == c.NodeID
-	}
-	if len(c.Peers) > 0 && !self {
-		errs = append(errs, fmt.Errorf("peers do not include this broker (id %d)", c.NodeID))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("broker: invalid config: %w", errors.Join(errs...))

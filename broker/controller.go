@@ -49,15 +49,27 @@ var metaErrors = map[string]error{
 	"invalid_partitions": metadata.ErrInvalidPartitions,
 	"invalid_assignment": metadata.ErrInvalidAssignment,
 	"invalid_command":    metadata.ErrInvalidCommand,
+	"unknown_partition":  metadata.ErrUnknownPartition,
+	"no_reassignment":    metadata.ErrNoReassignment,
+	"unknown_broker":     metadata.ErrUnknownBroker,
+	"broker_in_use":      metadata.ErrBrokerInUse,
+	"broker_retired":     metadata.ErrBrokerRetired,
 }
+
+// metaErrorOrder is the order toReply tries metaErrors in.
+var metaErrorOrder = []string{"topic_exists", "unknown_topic", "invalid_rf", "invalid_partitions", "invalid_assignment",
+	"invalid_command", "unknown_partition", "no_reassignment", "unknown_broker", "broker_in_use", "broker_retired"}
 
 func toReply(res metadata.Result) proposeReply {
 	rep := proposeReply{ProducerID: res.ProducerID, Changed: res.Changed}
 	if res.Err != nil {
 		rep.ErrKind, rep.ErrMsg = "other", res.Err.Error()
-		for k, e := range metaErrors {
-			if errors.Is(res.Err, e) {
+		// In a fixed order, first match wins: an invalid assignment that
+		// names an unknown broker wraps both sentinels.
+		for _, k := range metaErrorOrder {
+			if errors.Is(res.Err, metaErrors[k]) {
 				rep.ErrKind = k
+				break
 			}
 		}
 	}
@@ -98,6 +110,11 @@ func (b *Broker) propose(ctx context.Context, cmd any) (metadata.Result, error) 
 		if err == nil && !rep.NotLeader {
 			if werr := b.meta.Wait(ctx, rep.Index); werr != nil {
 				return rep.result(), werr
+			}
+			// A command that changed nothing (refused, or a no-op) does
+			// not wake the reconciler, and there is nothing to reflect.
+			if !rep.Changed {
+				return rep.result(), nil
 			}
 			if werr := b.waitReconciled(ctx, rep.Index); werr != nil {
 				return rep.result(), werr
@@ -158,13 +175,31 @@ func (b *Broker) proposeLocal(ctx context.Context, data []byte) (proposeReply, e
 	return rep, nil
 }
 
-// handleCall serves peers' transport Calls: forwarded proposals.
+// handleCall serves peers' transport Calls: forwarded proposals, and
+// preferred-leader elections forwarded to a partition's leader.
 func (b *Broker) handleCall(ctx context.Context, from raft.ServerAddress, method string, body []byte) ([]byte, error) {
+	if method == electMethod {
+		return b.handleElectCall(ctx, body)
+	}
 	if method == indexMethod {
 		if !b.machine.IsLeader() || !b.machine.CaughtUp(ctx) {
 			return nil, errors.New("broker: not the metadata leader")
 		}
 		return binary.BigEndian.AppendUint64(nil, b.meta.State().Index), nil
+	}
+	if method == joinMethod {
+		return b.handleJoin(ctx, body)
+	}
+	if method == leaveMethod {
+		return b.handleLeave(body)
+	}
+	switch method {
+	case helloMethod:
+		return b.handleHello()
+	case rejoinMethod:
+		return b.handleRejoin(ctx, body)
+	case partitionRejoinMethod:
+		return b.handlePartitionRejoin(body)
 	}
 	if method != proposeMethod {
 		return nil, fmt.Errorf("broker: unknown method %q", method)
@@ -201,21 +236,29 @@ func (b *Broker) metadataCaughtUp(ctx context.Context) bool {
 	return b.meta.Wait(ctx, binary.BigEndian.Uint64(out)) == nil
 }
 
-// raftAddr is the Raft address of a broker: from the peer list, else from
-// its registration.
+// raftAddr is the Raft address of a broker, as the transport resolves it
+// (raftDirectory): the address the broker registered in the metadata or
+// announced in its raft traffic, whichever is newer, else its --peers
+// entry. The static list is only the bootstrap hint: a broker that
+// restarted on a new address is still listed at its old one there. Our own
+// address is the one we advertise. Because the transport records
+// acknowledgements under the resolved address, Acked(raftAddr(id)) reads
+// what the transport recorded.
 func (b *Broker) raftAddr(id int32) (string, bool) {
 	if id < 0 {
 		return "", false
 	}
+	if id == b.cfg.NodeID {
+		return b.raftAdvertise, true
+	}
+	var hint raft.ServerAddress
 	for _, p := range b.peers {
 		if p.ID == id {
-			return p.Addr, true
+			hint = raft.ServerAddress(p.Addr)
 		}
 	}
-	if br, ok := b.meta.State().Brokers[id]; ok && br.RaftAddr != "" {
-		return br.RaftAddr, true
-	}
-	return "", false
+	addr := b.mux.Resolve(replication.ServerID(id), hint)
+	return string(addr), addr != ""
 }
 
 // newMux starts the Raft transport for every group of this broker.
@@ -232,13 +275,19 @@ func (b *Broker) newMux() error {
 		adv = ln.Addr().String()
 	}
 	b.raftAdvertise = adv
+	logger := b.logger.With("component", "raft_transport")
+	// Peers are dialed by broker id, not by the address a group's raft
+	// configuration recorded (see raftDirectory).
+	dir := newRaftDirectory(b.meta, b.cfg.NodeID, raft.ServerAddress(adv), logger)
 	m, err := transport.New(transport.Config{
 		LocalAddr:    raft.ServerAddress(adv),
 		ClusterID:    b.clusterID,
 		Dial:         b.cfg.RaftDial,
-		Logger:       b.logger.With("component", "raft_transport"),
+		Logger:       logger,
 		Handler:      b.handleCall,
 		PeerLost:     b.peerLost,
+		Resolve:      dir.resolve,
+		Announce:     dir.announce,
 		MaxFrameSize: 256 << 20,
 	}, ln)
 	if err != nil {

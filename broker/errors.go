@@ -61,6 +61,11 @@ var errorCodes = []struct {
 	{metadata.ErrInvalidPartitions, kerr.InvalidPartitions},
 	{metadata.ErrInvalidAssignment, kerr.InvalidReplicaAssignment},
 	{metadata.ErrInvalidCommand, kerr.InvalidRequest},
+	{metadata.ErrUnknownPartition, kerr.UnknownTopicOrPartition},
+	{metadata.ErrNoReassignment, kerr.NoReassignmentInProgress},
+	{metadata.ErrBrokerInUse, kerr.InvalidRequest},
+	{metadata.ErrBrokerRetired, kerr.InvalidRequest},
+	{metadata.ErrUnknownBroker, kerr.BrokerIDNotRegistered}, // after ErrInvalidAssignment, which wraps it
 	{ErrNoController, kerr.RequestTimedOut},
 	// Topics and configs.
 	{ErrTopicExists, kerr.TopicAlreadyExists},
@@ -73,6 +78,11 @@ var errorCodes = []struct {
 	{ErrPolicyViolation, kerr.PolicyViolation},
 	{ErrInvalidRequest, kerr.InvalidRequest},
 	{ErrClusterShuttingDown, kerr.NotLeaderForPartition},
+	// Leader elections (ElectLeaders).
+	{ErrElectionNotNeeded, kerr.ElectionNotNeeded},
+	{ErrPreferredLeaderNotAvailable, kerr.PreferredLeaderNotAvailable},
+	{ErrUncleanElection, kerr.EligibleLeadersNotAvailable},
+	{ErrLeaderNotAvailable, kerr.LeaderNotAvailable},
 	// Waiting.
 	{context.DeadlineExceeded, kerr.RequestTimedOut},
 	{context.Canceled, kerr.RequestTimedOut},
@@ -89,6 +99,28 @@ var ErrNoController = errors.New("broker: no metadata leader reachable")
 // ErrUnknownTopicID is a topic id the broker does not know
 // (UNKNOWN_TOPIC_ID).
 var ErrUnknownTopicID = errors.New("broker: unknown topic id")
+
+// Errors of leader elections (ElectLeaders), mapped above.
+var (
+	// ErrElectionNotNeeded: the partition is already led by the replica
+	// the election would pick (ELECTION_NOT_NEEDED).
+	ErrElectionNotNeeded = errors.New("broker: election not needed")
+	// ErrPreferredLeaderNotAvailable: the preferred replica is not caught
+	// up (or not reachable), so leadership stays where it is
+	// (PREFERRED_LEADER_NOT_AVAILABLE, retriable).
+	ErrPreferredLeaderNotAvailable = errors.New("broker: preferred leader not available")
+	// ErrUncleanElection answers an UNCLEAN election of a partition with
+	// no leader. Raft never elects a replica that lacks committed entries,
+	// so no replica is eligible beyond those Raft itself will elect once a
+	// majority is up: ELIGIBLE_LEADERS_NOT_AVAILABLE is Kafka's answer
+	// when an unclean election finds no eligible replica, and it is
+	// retriable, which is right (the partition gets a leader when a
+	// majority returns).
+	ErrUncleanElection = errors.New("broker: unclean leader election is not supported (Raft elects only an up-to-date replica)")
+	// ErrLeaderNotAvailable: the partition has no leader right now (an
+	// election is under way) (LEADER_NOT_AVAILABLE, retriable).
+	ErrLeaderNotAvailable = errors.New("broker: partition has no leader")
+)
 
 // errorFields is a response's error code and message for err (nil, nil for
 // success): the message tells a person what the code alone cannot.

@@ -54,3 +54,28 @@ func (b *Broker) SnapshotReplica(topic string, p int32) error {
 func (b *Broker) PartitionDir(topic string, p int32) string {
 	return partitionDir(b.cfg.DataDir, topic, p)
 }
+
+// ReplicaMembers is the Raft configuration this broker's replica of a
+// partition holds (false when it holds none).
+func (b *Broker) ReplicaMembers(topic string, p int32) ([]replication.Member, bool) {
+	r := b.lookupTopic(topic).partition(p)
+	if r == nil || r.g == nil {
+		return nil, false
+	}
+	ms, _, err := r.g.Members()
+	return ms, err == nil
+}
+
+// MetadataMembers is the metadata group's configuration as this broker's
+// member holds it.
+func (b *Broker) MetadataMembers() []replication.Member {
+	ms, _, _ := b.machine.Members()
+	return ms
+}
+
+// Rejoined reports whether this process started its metadata member in
+// rejoin mode (no Raft state, cluster formed) and how many partition
+// replicas it opened in rejoin mode.
+func (b *Broker) Rejoined() (metadata bool, replicas int64) {
+	return b.rejoinedMetadata, b.rejoinedReplicas.Load()
+}

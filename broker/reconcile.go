@@ -79,10 +79,22 @@ func (b *Broker) reconcile(st *metadata.State) (more, failed bool) {
 		for i, p := range mt.Partitions {
 			idx := int32(i)
 			r := &raftReplica{b: b, topic: name, topicID: mt.ID, index: idx, part: p}
-			if slices.Contains(p.Replicas, b.cfg.NodeID) {
+			if slices.Contains(p.Members(), b.cfg.NodeID) {
 				gid := groupID(mt.ID, idx)
 				want[gid] = true
 				g := b.groups[gid]
+				if g != nil && g.SoloTiming() && len(p.Members()) > 1 {
+					// A single-voter group about to grow: its solo timing
+					// cannot hold a remote voter, so reopen it with the
+					// data groups' timing (moments of unavailability for a
+					// partition nobody else holds yet).
+					b.logger.Info("reopening a single-replica group before it grows", "topic", name, "partition", idx)
+					if err := g.Close(); err != nil {
+						b.logger.Error("closing a single-replica group failed", "topic", name, "partition", idx, "err", err)
+					}
+					delete(b.groups, gid)
+					g = nil
+				}
 				if g == nil && opened < groupWave && b.ctx.Err() == nil {
 					opened++
 					var err error
@@ -131,11 +143,22 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 	gid := groupID(mt.ID, idx)
 	raftDir := path.Join(b.cfg.DataDir, "raft", gid)
 	logDir := partitionDir(b.cfg.DataDir, mt.Name, idx)
+	fresh := false
 	if _, err := b.cfg.FS.Stat(raftDir); err != nil {
+		fresh = true
 		if err := partition.RemoveDir(b.cfg.FS, logDir); err != nil {
 			return nil, err
 		}
 	}
+	// Only the founding replicas of a new partition bootstrap its group,
+	// all with the same voters. A replica opened after the partition had a
+	// leader, or one a reassignment adds, joins instead: it learns the
+	// configuration from the leader, and bootstrapping would give it a
+	// configuration of its own.
+	join := fresh && (p.LeaderEpoch >= 0 || p.Target != nil || !slices.Contains(p.Replicas, b.cfg.NodeID))
+	// A fresh replica the metadata counts as a voter may have voted before
+	// its state was lost (rejoin.go): it refuses votes until demoted.
+	rejoin := join && p.LeaderEpoch >= 0 && slices.Contains(p.Replicas, b.cfg.NodeID) && !slices.Contains(p.Learners, b.cfg.NodeID)
 	var peers []replication.Peer
 	for _, id := range p.Replicas {
 		addr, ok := b.raftAddr(id)
@@ -146,7 +169,7 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 	}
 	topicID, name := mt.ID, mt.Name
 	logger := b.logger.With("topic", name, "partition", idx)
-	return replication.OpenGroup(replication.GroupConfig{
+	g, err := replication.OpenGroup(replication.GroupConfig{
 		ID:        gid,
 		EpochBase: mt.EpochBase,
 		LocalID:   b.cfg.NodeID,
@@ -159,6 +182,9 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 			Now:           b.cfg.Now,
 			FindTimestamp: records.FindTimestamp,
 		},
+		Join:         join,
+		Rejoin:       rejoin,
+		NoSoloTiming: len(p.Members()) > 1,
 		Mux:          b.mux,
 		Timing:       b.cfg.DataTiming,
 		WriteCaching: b.cfg.WriteCaching,
@@ -168,6 +194,12 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 			b.publishLeader(topicID, idx, epoch)
 		},
 	})
+	if err == nil && rejoin {
+		logger.Warn("replica has no Raft state but was a voter: rejoining as a non-voter until caught up")
+		b.rejoinedReplicas.Add(1)
+		b.requestDemotion(topicID, idx, g)
+	}
+	return g, err
 }
 
 // publishLeader records in the metadata that this broker leads a
@@ -211,9 +243,13 @@ func (b *Broker) registerLoop() {
 		// until Serve re-registers it.
 		if len(want.Listeners) > 0 && (!ok || !sameBroker(have, want)) {
 			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-			_, err := b.propose(ctx, metadata.RegisterBroker{Broker: want})
+			res, err := b.propose(ctx, metadata.RegisterBroker{Broker: want})
 			cancel()
 			if b.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(res.Err, metadata.ErrBrokerRetired) {
+				b.logger.Error("this broker id was unregistered (decommissioned): it will not register again; stop this broker")
 				return
 			}
 			if err != nil {
@@ -338,7 +374,7 @@ func (b *Broker) removeOrphans(st *metadata.State) {
 	wantLogs := map[string]bool{}
 	for name, t := range st.Topics {
 		for i, p := range t.Partitions {
-			if slices.Contains(p.Replicas, b.cfg.NodeID) {
+			if slices.Contains(p.Members(), b.cfg.NodeID) {
 				wantRaft[groupID(t.ID, int32(i))] = true
 				wantLogs[path.Base(partitionDir(b.cfg.DataDir, name, int32(i)))] = true
 			}

@@ -36,6 +36,10 @@ type Cluster struct {
 	nodes []*node
 	net   *network
 	seed  uint64
+	// addrMu guards the nodes slice and each node's raftAddr against the
+	// dialers' idOf, which runs on transport goroutines: AddBroker grows
+	// the slice and a broker can move to a new address.
+	addrMu sync.RWMutex
 }
 
 // node is one broker slot: its identity and disk survive restarts.
@@ -196,6 +200,8 @@ func (c *Cluster) start(i int) error {
 
 // idOf maps a Raft address to its broker id (0 when unknown).
 func (c *Cluster) idOf(addr string) int32 {
+	c.addrMu.RLock()
+	defer c.addrMu.RUnlock()
 	for _, n := range c.nodes {
 		if n.raftAddr == addr {
 			return n.id
@@ -528,4 +534,82 @@ func freeAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
+}
+
+// MoveBroker stops broker i gracefully and starts it again on its data
+// with new Kafka and Raft listeners (fresh 127.0.0.1:0 ports), as when an
+// operator moves a broker to another host or port. Its own entry in its
+// Peers config names the new Raft address; the running brokers keep the
+// list they were started with, which still names the old one, as they
+// would in production until restarted (the cluster's base list is
+// replaced, not modified, so a broker started later gets the new entry).
+// Clients seeded with the old Kafka address no longer reach it there;
+// BrokerAddr and Addrs give the new one. Isolate and Kill follow it: the
+// network knows a broker by id and maps the new Raft address to it.
+func (c *Cluster) MoveBroker(i int) {
+	c.t.Helper()
+	n := c.nodes[i]
+	c.stop(i)
+	oldKafka, oldRaft := n.kafkaAddr, n.raftAddr
+	// Bound before the slot names them, so no one else takes the ports;
+	// a port the kernel hands back unchanged would make the move a plain
+	// restart, so it is bound again while the first stays held.
+	var held []net.Listener
+	fresh := func(old string) net.Listener {
+		for {
+			ln := listen(c.t)
+			if ln.Addr().String() != old {
+				return ln
+			}
+			held = append(held, ln)
+		}
+	}
+	kln, rln := fresh(oldKafka), fresh(oldRaft)
+	for _, ln := range held {
+		_ = ln.Close()
+	}
+	c.addrMu.Lock()
+	n.kafkaLn, n.raftLn = kln, rln
+	n.kafkaAddr, n.raftAddr = kln.Addr().String(), rln.Addr().String()
+	c.addrMu.Unlock()
+	if len(c.base.Peers) > 0 {
+		peers := make([]replication.Peer, len(c.base.Peers))
+		copy(peers, c.base.Peers)
+		for j := range peers {
+			if peers[j].ID == n.id {
+				peers[j].Addr = n.raftAddr
+			}
+		}
+		c.base.Peers = peers
+	}
+	c.t.Logf("moving broker %d: kafka %s -> %s, raft %s -> %s", n.id, oldKafka, n.kafkaAddr, oldRaft, n.raftAddr)
+	c.Start(i)
+}
+
+// RaftAddr is broker i's current Raft address.
+func (c *Cluster) RaftAddr(i int) string {
+	c.addrMu.RLock()
+	defer c.addrMu.RUnlock()
+	return c.nodes[i].raftAddr
+}
+
+// RaftConnsTo counts the Raft connections broker from has dialed to broker
+// to's current Raft address since the cluster started (closed ones
+// included, as long as no Isolate of either forgot them). A peer's
+// configured address is only a hint, so this is how a test sees which
+// address a broker's raft traffic really goes to.
+func (c *Cluster) RaftConnsTo(from, to int) int {
+	addr := c.RaftAddr(to)
+	id := c.nodes[from].id
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	k := 0
+	for conn := range c.net.conns[id] {
+		// Connections the broker accepted are tracked under its id too;
+		// their remote end is a dialer's ephemeral port, never a listener.
+		if ra := conn.RemoteAddr(); ra != nil && ra.String() == addr {
+			k++
+		}
+	}
+	return k
 }

@@ -57,7 +57,7 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.numPartitions, "num-partitions", 1, "partitions of an auto-created topic or of one created with -1 (num.partitions)")
 	fs.StringVar(&s.raftAddr, "raft-addr", "127.0.0.1:9093", "Raft listener address to bind (all replication traffic)")
 	fs.StringVar(&s.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: this broker's entry in --peers, else --raft-addr)")
-	fs.StringVar(&s.peers, "peers", "", "the cluster's brokers as id@host:raftport,... (this one included, identical on every broker); empty: a cluster of one")
+	fs.StringVar(&s.peers, "peers", "", "the metadata group's voters as id@host:raftport,... (identical on every broker; a broker not listed joins the running cluster as a learner); empty: a cluster of one")
 	fs.StringVar(&s.clusterID, "cluster-id", "", "cluster id fixed at the first start (default: derived from --peers, random without)")
 	fs.BoolVar(&s.writeCaching, "write-caching", false, "acknowledge writes before the Raft WAL's fsync (faster; a simultaneous power loss of a majority can lose acknowledged writes)")
 	fs.StringVar(&s.config, "config", "", "optional YAML file with any of these flags as keys")
