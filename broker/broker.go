@@ -45,6 +45,8 @@ type Broker struct {
 	rejoinedMetadata bool
 	rejoinedReplicas atomic.Int64
 
+	leaders leaderPublisher // leaderships to publish in batches (leaders.go)
+
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -130,7 +132,7 @@ func New(cfg Config) (*Broker, error) {
 		topics:     map[string]*topic{},
 		byID:       map[metadata.TopicID]*topic{},
 		advertised: map[string]hostPort{},
-		meta:       metadata.NewFSM(),
+		meta:       metadata.NewFSMAtLevel(cfg.MaxFeatureLevel),
 		recCh:      make(chan struct{}),
 	}
 	if err := b.newMux(); err != nil {
@@ -174,7 +176,10 @@ func New(cfg Config) (*Broker, error) {
 		b.wg.Add(1)
 		go b.rejoinLoop()
 	}
-	b.goBackground("metadata-voters", 500*time.Millisecond, b.promoteMetadataVoters)
+	b.goBackground("metadata-housekeeping", 500*time.Millisecond, func() {
+		b.promoteMetadataVoters()
+		b.raiseFeatureLevel()
+	})
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.registerLoop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/varvelog/varve/broker/metadata"
 	"log/slog"
 	"net"
 	"time"
@@ -100,6 +101,11 @@ type Config struct {
 	// partition's preferred replica hands leadership back to it (when
 	// caught up). Default 10 s; negative disables.
 	LeaderBalanceInterval time.Duration
+	// MaxFeatureLevel is the highest cluster feature level this broker
+	// runs and registers (metadata/features.go). Default
+	// metadata.MaxFeatureLevel; lower only to stand in for an older build
+	// in a mixed-version test.
+	MaxFeatureLevel int32
 	// ReassignInterval is how often a partition leader takes the next step
 	// of a reassignment (membership.go). Default 250 ms; negative disables.
 	ReassignInterval time.Duration
@@ -169,6 +175,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ISRInterval == 0 {
 		c.ISRInterval = time.Second
+	}
+	if c.MaxFeatureLevel <= 0 || c.MaxFeatureLevel > metadata.MaxFeatureLevel {
+		c.MaxFeatureLevel = metadata.MaxFeatureLevel
 	}
 	if c.ReassignInterval == 0 {
 		c.ReassignInterval = 250 * time.Millisecond

@@ -54,11 +54,12 @@ var metaErrors = map[string]error{
 	"unknown_broker":     metadata.ErrUnknownBroker,
 	"broker_in_use":      metadata.ErrBrokerInUse,
 	"broker_retired":     metadata.ErrBrokerRetired,
+	"feature_level":      metadata.ErrFeatureLevel,
 }
 
 // metaErrorOrder is the order toReply tries metaErrors in.
 var metaErrorOrder = []string{"topic_exists", "unknown_topic", "invalid_rf", "invalid_partitions", "invalid_assignment",
-	"invalid_command", "unknown_partition", "no_reassignment", "unknown_broker", "broker_in_use", "broker_retired"}
+	"invalid_command", "unknown_partition", "no_reassignment", "unknown_broker", "broker_in_use", "broker_retired", "feature_level"}
 
 func toReply(res metadata.Result) proposeReply {
 	rep := proposeReply{ProducerID: res.ProducerID, Changed: res.Changed}

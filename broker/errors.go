@@ -65,6 +65,7 @@ var errorCodes = []struct {
 	{metadata.ErrNoReassignment, kerr.NoReassignmentInProgress},
 	{metadata.ErrBrokerInUse, kerr.InvalidRequest},
 	{metadata.ErrBrokerRetired, kerr.InvalidRequest},
+	{metadata.ErrFeatureLevel, kerr.FeatureUpdateFailed},
 	{metadata.ErrUnknownBroker, kerr.BrokerIDNotRegistered}, // after ErrInvalidAssignment, which wraps it
 	{ErrNoController, kerr.RequestTimedOut},
 	// Topics and configs.

@@ -79,3 +79,10 @@ func (b *Broker) MetadataMembers() []replication.Member {
 func (b *Broker) Rejoined() (metadata bool, replicas int64) {
 	return b.rejoinedMetadata, b.rejoinedReplicas.Load()
 }
+
+// FeatureLevel is the cluster feature level in this broker's metadata.
+func (b *Broker) FeatureLevel() int32 { return b.meta.State().FeatureLevelOrBase() }
+
+// MetadataApplied counts the metadata commands of cmd's type this broker
+// has applied since it started (failed ones included).
+func (b *Broker) MetadataApplied(cmd any) int64 { return b.meta.Applied(cmd) }

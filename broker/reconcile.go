@@ -204,25 +204,34 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 
 // publishLeader records in the metadata that this broker leads a
 // partition at epoch, retrying in the background until it lands or the
-// leadership has moved on.
+// leadership has moved on. At feature level 2 the leaderships won within a
+// few milliseconds share one SetLeaders entry (leaders.go).
 func (b *Broker) publishLeader(id metadata.TopicID, idx int32, epoch int32) {
+	if b.meta.State().FeatureLevelOrBase() >= 2 && b.cfg.MaxFeatureLevel >= 2 {
+		b.queueLeader(metadata.SetLeader{Topic: id, Partition: idx, Leader: b.cfg.NodeID, Epoch: epoch})
+		return
+	}
 	b.goTracked(func() {
 		for b.ctx.Err() == nil {
 			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 			_, err := b.propose(ctx, metadata.SetLeader{Topic: id, Partition: idx, Leader: b.cfg.NodeID, Epoch: epoch})
 			cancel()
-			if err == nil {
-				return
-			}
-			g := b.groupOf(id, idx)
-			if g == nil {
-				return
-			}
-			if e, rerr := g.Ready(); rerr != nil || e != epoch {
+			if err == nil || !b.stillLeads(id, idx, epoch) {
 				return
 			}
 		}
 	})
+}
+
+// stillLeads reports whether this broker's replica is the ready leader of
+// the partition at epoch.
+func (b *Broker) stillLeads(id metadata.TopicID, idx int32, epoch int32) bool {
+	g := b.groupOf(id, idx)
+	if g == nil {
+		return false
+	}
+	e, err := g.Ready()
+	return err == nil && e == epoch
 }
 
 func (b *Broker) groupOf(id metadata.TopicID, idx int32) *replication.Group {
@@ -252,6 +261,15 @@ func (b *Broker) registerLoop() {
 				b.logger.Error("this broker id was unregistered (decommissioned): it will not register again; stop this broker")
 				return
 			}
+			if errors.Is(res.Err, metadata.ErrFeatureLevel) {
+				b.logger.Error("the cluster runs a newer feature level than this build: upgrade this broker", "err", res.Err)
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-time.After(5 * time.Second):
+				}
+				continue
+			}
 			if err != nil {
 				b.logger.Warn("broker registration failed; retrying", "err", err)
 				select {
@@ -274,7 +292,7 @@ func (b *Broker) registerLoop() {
 func (b *Broker) registration() metadata.Broker {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	br := metadata.Broker{ID: b.cfg.NodeID, RaftAddr: b.raftAdvertise, Rack: b.cfg.Rack}
+	br := metadata.Broker{ID: b.cfg.NodeID, RaftAddr: b.raftAdvertise, Rack: b.cfg.Rack, MaxFeatureLevel: b.cfg.MaxFeatureLevel}
 	for _, l := range b.cfg.Listeners {
 		if hp, ok := b.advertised[l.Name]; ok {
 			br.Listeners = append(br.Listeners, metadata.Listener{Name: l.Name, Host: hp.host, Port: hp.port})
@@ -284,7 +302,7 @@ func (b *Broker) registration() metadata.Broker {
 }
 
 func sameBroker(a, b metadata.Broker) bool {
-	return a.ID == b.ID && a.RaftAddr == b.RaftAddr && a.Rack == b.Rack && slices.Equal(a.Listeners, b.Listeners)
+	return a.ID == b.ID && a.RaftAddr == b.RaftAddr && a.Rack == b.Rack && slices.Equal(a.Listeners, b.Listeners) && a.MaxFeatureLevel == b.MaxFeatureLevel
 }
 
 // allocateProducerID hands out a producer id never handed out before by

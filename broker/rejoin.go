@@ -246,3 +246,28 @@ func (b *Broker) handlePartitionRejoin(body []byte) ([]byte, error) {
 	}
 	return nil, nil
 }
+
+// raiseFeatureLevel runs on the metadata leader: once every registered
+// broker runs a higher feature level than the cluster's (a rolling upgrade
+// finished), the cluster's level is raised to it.
+func (b *Broker) raiseFeatureLevel() {
+	if !b.machine.IsLeader() {
+		return
+	}
+	st := b.meta.State()
+	want := min(st.SupportedLevel(), b.cfg.MaxFeatureLevel)
+	if want <= st.FeatureLevelOrBase() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	res, err := b.propose(ctx, metadata.SetFeatureLevel{Level: want})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		b.logger.Warn("raising the cluster feature level failed", "level", want, "err", err)
+		return
+	}
+	b.logger.Info("cluster feature level raised", "level", want)
+}

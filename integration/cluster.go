@@ -56,6 +56,8 @@ type node struct {
 
 	broker  *broker.Broker
 	serving chan error
+	// mod changes this broker's config after the cluster's (SetBrokerConfig).
+	mod func(*broker.Config)
 }
 
 // Option changes how a cluster is built.
@@ -165,6 +167,9 @@ func listenRetry(addr string) (net.Listener, error) {
 func (c *Cluster) start(i int) error {
 	n := c.nodes[i]
 	cfg := c.base
+	if n.mod != nil {
+		n.mod(&cfg)
+	}
 	cfg.NodeID = n.id
 	cfg.DataDir = n.dataDir
 	cfg.FS = n.fs

@@ -5,6 +5,7 @@ import (
 	"path"
 	"slices"
 
+	"github.com/varvelog/varve/broker"
 	"github.com/varvelog/varve/partition/vfs"
 	"github.com/varvelog/varve/replication"
 )
@@ -63,3 +64,8 @@ func (c *Cluster) Wipe(i int) {
 	}
 	c.Start(i)
 }
+
+// SetBrokerConfig changes broker slot i's config, on top of the cluster's,
+// from its next start on (a rolling upgrade restarts each broker with a
+// new build's settings).
+func (c *Cluster) SetBrokerConfig(i int, f func(*broker.Config)) { c.nodes[i].mod = f }

@@ -17,10 +17,20 @@ func (s *State) clone() *State {
 // applyCommand decodes and applies one command to s. It returns the new
 // state, or nil when nothing changed (the command failed or had no effect);
 // s itself is never modified.
-func applyCommand(s *State, b []byte) (*State, Result) {
+func applyCommand(s *State, b []byte, maxLevel int32) (*State, Result) {
+	if len(b) > 0 && commandLevel(b[0]) > maxLevel {
+		// What a build of maxLevel does: it does not know the type.
+		return nil, Result{Err: fmt.Errorf("%w: unknown type %d", ErrInvalidCommand, b[0]), ProducerID: -1}
+	}
 	cmd, err := Decode(b)
 	if err != nil {
 		return nil, Result{Err: err, ProducerID: -1}
+	}
+	// A command above the cluster's level fails on every broker alike: here,
+	// and on a build that cannot decode it. SetFeatureLevel, which raises
+	// the level, checks instead that every registered broker runs it.
+	if lvl := commandLevel(b[0]); lvl > s.FeatureLevelOrBase() && b[0] != typeSetFeatureLevel {
+		return nil, Result{Err: fmt.Errorf("%w: command type %d needs level %d, the cluster is at %d", ErrFeatureLevel, b[0], lvl, s.FeatureLevelOrBase()), ProducerID: -1}
 	}
 	var next *State
 	var res Result
@@ -47,6 +57,10 @@ func applyCommand(s *State, b []byte) (*State, Result) {
 		next = applySetReplicas(s, c)
 	case UnregisterBroker:
 		next, err = applyUnregisterBroker(s, c)
+	case SetLeaders:
+		next, err = applySetLeaders(s, c)
+	case SetFeatureLevel:
+		next, err = applySetFeatureLevel(s, c)
 	default:
 		err = fmt.Errorf("%w: no apply for %T", ErrInvalidCommand, cmd)
 	}
@@ -72,6 +86,12 @@ func applyRegisterBroker(s *State, c RegisterBroker) (*State, error) {
 	}
 	if slices.Contains(s.Retired, b.ID) {
 		return nil, fmt.Errorf("%w: %d", ErrBrokerRetired, b.ID)
+	}
+	if b.MaxFeatureLevel < 0 {
+		return nil, fmt.Errorf("%w: broker %d feature level %d", ErrInvalidCommand, b.ID, b.MaxFeatureLevel)
+	}
+	if b.MaxLevel() < s.FeatureLevelOrBase() {
+		return nil, fmt.Errorf("%w: broker %d runs feature level %d, the cluster is at %d: upgrade it", ErrFeatureLevel, b.ID, b.MaxLevel(), s.FeatureLevelOrBase())
 	}
 	if old, ok := s.Brokers[b.ID]; ok && old.equal(&b) {
 		return nil, nil

@@ -22,6 +22,8 @@ const (
 	typeReassign            byte = 9
 	typeSetReplicas         byte = 10
 	typeUnregisterBroker    byte = 11
+	typeSetLeaders          byte = 12
+	typeSetFeatureLevel     byte = 13
 )
 
 // commandVersion is the second byte of every command this build writes and
@@ -135,6 +137,10 @@ func Encode(cmd any) ([]byte, error) {
 		t = typeSetReplicas
 	case UnregisterBroker, *UnregisterBroker:
 		t = typeUnregisterBroker
+	case SetLeaders, *SetLeaders:
+		t = typeSetLeaders
+	case SetFeatureLevel, *SetFeatureLevel:
+		t = typeSetFeatureLevel
 	default:
 		return nil, fmt.Errorf("%w: cannot encode %T", ErrInvalidCommand, c)
 	}
@@ -183,6 +189,10 @@ func Decode(b []byte) (any, error) {
 		return decodeBody[SetReplicas](b[0], body)
 	case typeUnregisterBroker:
 		return decodeBody[UnregisterBroker](b[0], body)
+	case typeSetLeaders:
+		return decodeBody[SetLeaders](b[0], body)
+	case typeSetFeatureLevel:
+		return decodeBody[SetFeatureLevel](b[0], body)
 	}
 	return nil, fmt.Errorf("%w: unknown type %d", ErrInvalidCommand, b[0])
 }

@@ -52,8 +52,18 @@
 //	6     SetLeader             topic, partition, leader, epoch
 //	7     AllocateProducerIDs   count
 //	8     SetISR                topic, partition, leader, epoch, isr
+//	9     Reassign              topic, partition, target (null cancels)
+//	10    SetReplicas           topic, partition, leader, epoch, voters, learners
+//	11    UnregisterBroker      id
+//	12    SetLeaders            leaders[SetLeader...]                  (feature level 2)
+//	13    SetFeatureLevel       level                                  (feature level 2)
 //
-// Every type is at version 1. A topic id is written as Kafka prints a UUID:
+// RegisterBroker's broker also carries max_feature_level (omitted as 0,
+// read as 1). Every type is at version 1. Types 1-11 form feature level 1;
+// a type introduced at a higher level is written only once the cluster's
+// level (State.FeatureLevel, raised by the metadata leader when every
+// registered broker runs it) has reached it, and Apply refuses it before
+// then, as a build that cannot decode it would (features.go). A topic id is written as Kafka prints a UUID:
 // base64url without padding (22 characters), which is also TopicID.String.
 // An unknown type or version, or a body that does not decode, is
 // ErrInvalidCommand from Decode and from Apply (never a panic). Type numbers
@@ -66,9 +76,11 @@
 //
 //	"VMDS"        4 bytes, magic
 //	0x01          1 byte, snapshot version
-//	body          JSON: {"index", "next_producer_id",
+//	body          JSON: {"index", "next_producer_id", "max_epoch",
 //	              "brokers": [Broker...] sorted by id,
-//	              "topics": [Topic...] sorted by name}
+//	              "topics": [Topic...] sorted by name,
+//	              "retired": [id...] sorted (omitted when none),
+//	              "feature_level" (omitted while 1)}
 //	crc           4 bytes, big-endian CRC-32C (Castagnoli) of everything before
 //
 // Restore rejects a bad magic, an unknown version, a checksum mismatch, a

@@ -33,6 +33,9 @@ var (
 	ErrBrokerInUse = errors.New("metadata: broker still holds replicas")
 	// ErrBrokerRetired: a registration under an id that was unregistered.
 	ErrBrokerRetired = errors.New("metadata: broker id was unregistered")
+	// ErrFeatureLevel: a command or a feature level the cluster's feature
+	// level does not allow, or a registration of a build older than it.
+	ErrFeatureLevel = errors.New("metadata: feature level")
 	// ErrInvalidSnapshot: Restore was given bytes it cannot trust.
 	ErrInvalidSnapshot = errors.New("metadata: invalid snapshot")
 )

@@ -26,6 +26,11 @@ type Result struct {
 // goroutine at any time.
 type FSM struct {
 	state atomic.Pointer[State]
+	// maxLevel is the highest feature level this FSM decodes: this build's
+	// MaxFeatureLevel, lower only to stand in for an older build in tests.
+	maxLevel int32
+	// applied counts applied commands by type (failed ones included).
+	counts [256]atomic.Int64
 
 	mu      sync.Mutex    // guards the two channels
 	applied chan struct{} // closed at the next publication (Index moved)
@@ -33,8 +38,13 @@ type FSM struct {
 }
 
 // NewFSM returns an FSM holding the empty state (Index 0).
-func NewFSM() *FSM {
-	f := &FSM{applied: make(chan struct{}), changed: make(chan struct{})}
+func NewFSM() *FSM { return NewFSMAtLevel(MaxFeatureLevel) }
+
+// NewFSMAtLevel is an FSM that decodes only the commands of feature levels
+// up to maxLevel, as a build of that level would: what a mixed-version
+// test runs to stand in for an older broker.
+func NewFSMAtLevel(maxLevel int32) *FSM {
+	f := &FSM{applied: make(chan struct{}), changed: make(chan struct{}), maxLevel: min(maxLevel, MaxFeatureLevel)}
 	f.state.Store(emptyState())
 	return f
 }
@@ -91,6 +101,18 @@ func (f *FSM) publish(s *State, changed bool) {
 	}
 }
 
+// Applied counts the commands of a type applied so far (failed included).
+func (f *FSM) Applied(cmd any) int64 {
+	b, err := Encode(cmd)
+	if err != nil {
+		return 0
+	}
+	return f.counts[b[0]].Load()
+}
+
+// MaxLevel is the highest feature level this FSM decodes.
+func (f *FSM) MaxLevel() int32 { return f.maxLevel }
+
 // Apply applies the command at a Raft log index. It is deterministic: the
 // result and the new state depend only on the current state and the
 // arguments. An index at or below State().Index was already applied (Raft
@@ -102,7 +124,10 @@ func (f *FSM) Apply(index, term uint64, cmd []byte) Result {
 	if index <= cur.Index {
 		return Result{}
 	}
-	next, res := applyCommand(cur, cmd)
+	if len(cmd) > 0 {
+		f.counts[cmd[0]].Add(1)
+	}
+	next, res := applyCommand(cur, cmd, f.maxLevel)
 	if next == nil {
 		next = cur.clone()
 	}

@@ -27,6 +27,7 @@ type snapshotV1 struct {
 	Brokers        []Broker `json:"brokers"` // sorted by id
 	Topics         []*Topic `json:"topics"`  // sorted by name
 	Retired        []int32  `json:"retired,omitempty"`
+	FeatureLevel   int32    `json:"feature_level,omitempty"`
 }
 
 // Snapshot encodes the whole current state. Equal states give equal bytes.
@@ -37,7 +38,7 @@ func (f *FSM) Snapshot() ([]byte, error) {
 }
 
 func encodeSnapshot(s *State) ([]byte, error) {
-	body := snapshotV1{Index: s.Index, NextProducerID: s.NextProducerID, MaxEpoch: s.MaxEpoch, Retired: s.Retired,
+	body := snapshotV1{Index: s.Index, NextProducerID: s.NextProducerID, MaxEpoch: s.MaxEpoch, Retired: s.Retired, FeatureLevel: s.FeatureLevel,
 		Brokers: make([]Broker, 0, len(s.Brokers)), Topics: make([]*Topic, 0, len(s.Topics))}
 	for _, id := range s.BrokerIDs() {
 		body.Brokers = append(body.Brokers, s.Brokers[id])
@@ -103,6 +104,7 @@ func (body *snapshotV1) state() (*State, error) {
 		return nil, fmt.Errorf("retired brokers %v", body.Retired)
 	}
 	s.Retired = body.Retired
+	s.FeatureLevel = body.FeatureLevel
 	for _, b := range body.Brokers {
 		if slices.Contains(s.Retired, b.ID) {
 			return nil, fmt.Errorf("broker %d is both registered and retired", b.ID)
@@ -117,6 +119,9 @@ func (body *snapshotV1) state() (*State, error) {
 			b.Listeners = nil
 		}
 		s.Brokers[b.ID] = b
+	}
+	if err := checkLevels(s); err != nil {
+		return nil, err
 	}
 	for _, t := range body.Topics {
 		if err := checkTopic(s, t); err != nil {

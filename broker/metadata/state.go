@@ -58,10 +58,13 @@ type Broker struct {
 	RaftAddr  string     `json:"raft_addr"`
 	Rack      string     `json:"rack,omitempty"`
 	Listeners []Listener `json:"listeners,omitempty"` // nil when none
+	// MaxFeatureLevel is the highest feature level the broker's build
+	// runs (features.go); 0 from builds before levels were registered.
+	MaxFeatureLevel int32 `json:"max_feature_level,omitempty"`
 }
 
 func (b *Broker) equal(o *Broker) bool {
-	return b.ID == o.ID && b.RaftAddr == o.RaftAddr && b.Rack == o.Rack && slices.Equal(b.Listeners, o.Listeners)
+	return b.ID == o.ID && b.RaftAddr == o.RaftAddr && b.Rack == o.Rack && slices.Equal(b.Listeners, o.Listeners) && b.MaxFeatureLevel == o.MaxFeatureLevel
 }
 
 // Partition is one partition of a topic.
@@ -142,6 +145,9 @@ type State struct {
 	Topics         map[string]*Topic // by name
 	NextProducerID int64             // first id of the next AllocateProducerIDs block
 	MaxEpoch       int32             // highest leader epoch ever published
+	// FeatureLevel is the cluster's feature level (features.go); 0 means
+	// BaseFeatureLevel.
+	FeatureLevel int32
 	// Retired are broker ids unregistered (decommissioned): never
 	// registered again, so a decommissioned broker still running cannot
 	// come back by re-registering. Sorted.
