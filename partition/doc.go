@@ -19,6 +19,17 @@
 // last segment is the active one; all others are sealed and never change
 // except by deletion.
 //
+// # Formats and versions
+//
+// Every file here has a version: segments carry Kafka's own (each batch's
+// magic byte, 2; any other is refused on append and ends recovery), the
+// index files are Kafka's fixed layouts (version 1 of this package; a new
+// layout would need new file extensions, so an old build never misreads
+// one), the checkpoint and the snapshot manifest start with a magic and a
+// uint16 version (1). A build refuses a version it does not know rather
+// than guess, and a new version is written only once the cluster's feature
+// level allows it (broker/metadata/features.go).
+//
 // # Segment (.log)
 //
 // A segment is a sequence of Kafka v2 record batches, back to back, exactly
