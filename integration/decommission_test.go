@@ -77,6 +77,7 @@ func TestDecommission(t *testing.T) {
 	const topic = "shrink"
 	const parts = 4
 	createReplicated(t, c, topic, parts, 3)
+	watch := watchMetadata(t, c, topic)
 	var acks ackLog
 	stop := make(chan struct{})
 	wg := produceLoad(t, c, topic, parts, &acks, stop)
@@ -130,6 +131,7 @@ func TestDecommission(t *testing.T) {
 
 	close(stop)
 	wg.Wait()
+	checkWatch(t, watch)
 	acks.mu.Lock()
 	recs := slices.Clone(acks.recs)
 	acks.mu.Unlock()

@@ -37,6 +37,26 @@ func replicasOf(t testing.TB, c *Cluster, i int, topic string, p int32) ([]int32
 	return pd.Replicas, pd.Leader
 }
 
+// watchMetadata polls every broker's Metadata for topic in the background
+// (metaWatch, newaddr_test.go): leader epochs never go down on any broker
+// and one epoch never names two leaders anywhere, throughout the test.
+// checkWatch stops it and fails the test with what it saw.
+func watchMetadata(t *testing.T, c *Cluster, topic string) *metaWatch {
+	w := newMetaWatch(t, topic, -1, "", c.Addrs())
+	w.start()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func checkWatch(t *testing.T, w *metaWatch) {
+	t.Helper()
+	w.stop()
+	if w.polls() == 0 {
+		t.Fatal("the metadata watcher got no answer")
+	}
+	w.check()
+}
+
 // produceLoad produces distinct values to every partition of topic until
 // stop is closed, and records what was acknowledged.
 func produceLoad(t *testing.T, c *Cluster, topic string, partitions int32, acks *ackLog, stop <-chan struct{}) *sync.WaitGroup {
@@ -79,6 +99,7 @@ func TestReassignUnderLoad(t *testing.T) {
 	c := NewCluster(t, Brokers(3))
 	const topic = "moving"
 	createReplicated(t, c, topic, 2, 2)
+	watch := watchMetadata(t, c, topic)
 	var reps []int32
 	eventually(t, 30*time.Second, "partition 0's preferred leader leads", func() bool {
 		var leader int32
@@ -186,6 +207,7 @@ func TestReassignUnderLoad(t *testing.T) {
 
 	close(stop)
 	wg.Wait()
+	checkWatch(t, watch)
 	acks.mu.Lock()
 	recs := slices.Clone(acks.recs)
 	acks.mu.Unlock()
@@ -250,4 +272,71 @@ func compareReplicaSet(t *testing.T, c *Cluster, topic string, parts []int32, id
 			}
 		}
 	}
+}
+
+// TestAddBrokerAndMoveOnto adds a fourth broker to a running cluster (it
+// joins the metadata group as a learner) and moves a partition of an RF=3
+// topic onto it while producers write: Metadata on every broker, the new
+// one included, lists four brokers and the partition on its target; every
+// acknowledged record is read back exactly once through every broker; the
+// new replica holds the same batches as the others. A topic created after
+// the join can place replicas on the new broker.
+func TestAddBrokerAndMoveOnto(t *testing.T) {
+	c := NewCluster(t, Brokers(3))
+	const topic = "grow"
+	createReplicated(t, c, topic, 3, 3)
+	watch := watchMetadata(t, c, topic)
+	var acks ackLog
+	stop := make(chan struct{})
+	wg := produceLoad(t, c, topic, 3, &acks, stop)
+
+	ni := c.AddBroker()
+	newID := c.nodes[ni].id
+	for i := range c.Size() {
+		if got := len(c.Broker(i).RegisteredBrokers()); got != 4 {
+			t.Fatalf("broker slot %d knows %d brokers, want 4", i, got)
+		}
+	}
+	reps, _ := replicasOf(t, c, 0, topic, 0)
+	target := append([]int32{newID}, reps[1:]...) // replaces the first replica
+	adm := c.Admin(t)
+	ctx := testContext(t, 2*time.Minute)
+	req := kadm.AlterPartitionAssignmentsReq{}
+	req.Assign(topic, 0, target)
+	if rs, err := adm.AlterPartitionAssignments(ctx, req); err != nil || rs[topic][0].Err != nil {
+		t.Fatalf("reassign onto broker %d: %v %v", newID, err, rs[topic][0].Err)
+	}
+	eventually(t, 90*time.Second, fmt.Sprintf("partition 0 on %v everywhere", target), func() bool {
+		for i := range c.Size() {
+			got, leader := replicasOf(t, c, i, topic, 0)
+			if !slices.Equal(got, target) || !slices.Contains(target, leader) {
+				return false
+			}
+		}
+		return true
+	})
+	// The new broker takes part in placement from now on.
+	createReplicated(t, c, "after-join", 4, 3)
+	placed := 0
+	for p := range int32(4) {
+		got, _ := replicasOf(t, c, ni, "after-join", p)
+		if slices.Contains(got, newID) {
+			placed++
+		}
+	}
+	if placed == 0 {
+		t.Fatalf("no partition of a topic created after the join has a replica on broker %d", newID)
+	}
+
+	close(stop)
+	wg.Wait()
+	checkWatch(t, watch)
+	acks.mu.Lock()
+	recs := slices.Clone(acks.recs)
+	acks.mu.Unlock()
+	t.Logf("%d records acknowledged, %d failed", len(recs), acks.errs)
+	for _, addr := range c.Addrs() {
+		checkExactlyOnce(t, c, addr, topic, recs)
+	}
+	compareReplicaSet(t, c, topic, []int32{0}, target)
 }

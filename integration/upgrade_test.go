@@ -24,6 +24,7 @@ func TestRollingUpgradeFeatureLevel(t *testing.T) {
 	const topic = "upgrade"
 	const parts = 6
 	createReplicated(t, c, topic, parts, 3)
+	watch := watchMetadata(t, c, topic)
 	var acks ackLog
 	stop := make(chan struct{})
 	wg := produceLoad(t, c, topic, parts, &acks, stop)
@@ -72,6 +73,7 @@ func TestRollingUpgradeFeatureLevel(t *testing.T) {
 
 	close(stop)
 	wg.Wait()
+	checkWatch(t, watch)
 	acks.mu.Lock()
 	recs := slices.Clone(acks.recs)
 	acks.mu.Unlock()

@@ -35,6 +35,7 @@ func TestWipedBrokerRejoins(t *testing.T) {
 	const topic = "wiped"
 	const parts = 3
 	createReplicated(t, c, topic, parts, 3)
+	watch := watchMetadata(t, c, topic)
 	var acks ackLog
 	stop := make(chan struct{})
 	wg := produceLoad(t, c, topic, parts, &acks, stop)
@@ -81,6 +82,7 @@ func TestWipedBrokerRejoins(t *testing.T) {
 
 	close(stop)
 	wg.Wait()
+	checkWatch(t, watch)
 	acks.mu.Lock()
 	recs := slices.Clone(acks.recs)
 	acks.mu.Unlock()
