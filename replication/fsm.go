@@ -78,6 +78,17 @@ func (f *partitionFSM) Apply(e *raft.Log) any {
 		if err != nil {
 			return f.g.fail(err)
 		}
+		if f.g.cfg.OnApply != nil {
+			var accepted [][]byte
+			for i, b := range batches {
+				if errs[i] == nil && !res[i].Duplicate {
+					accepted = append(accepted, b)
+				}
+			}
+			if err := f.g.cfg.OnApply(e.Index, accepted); err != nil {
+				return f.g.fail(fmt.Errorf("replication: apply hook at %d: %w", e.Index, err))
+			}
+		}
 		f.expireProducers(ts)
 		out = &produceApplied{results: res, errs: errs}
 	case cmdEpochStart:
@@ -178,6 +189,11 @@ func (f *partitionFSM) Restore(rc io.ReadCloser) error {
 	f.dirty = false
 	f.g.restores.Add(1)
 	f.g.logger.Info("installed snapshot", "applied_index", f.applied, "log_end_offset", l.LogEndOffset())
+	if f.g.cfg.OnRestore != nil {
+		if err := f.g.cfg.OnRestore(l, f.applied); err != nil {
+			return f.g.fail(fmt.Errorf("replication: restore hook: %w", err))
+		}
+	}
 	return nil
 }
 

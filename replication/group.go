@@ -87,6 +87,20 @@ type GroupConfig struct {
 	// NoSoloTiming keeps Timing even when Peers is this broker alone: the
 	// group is about to get more voters (see nodeConfig.noSolo).
 	NoSoloTiming bool
+	// OnApply, if set, is called on the FSM goroutine after each produce
+	// entry has been appended, with its raft index and the batches the log
+	// accepted (not duplicates, not refused), as the producer sent them: a
+	// state machine derived from the log (the committed offsets of an
+	// __consumer_offsets partition) follows it. An error stops the replica
+	// as a storage failure. Entries at or below the partition's
+	// checkpointed index are not re-applied after a restart, so the callee
+	// records the index it applied with its own state and skips replays.
+	OnApply func(index uint64, batches [][]byte) error
+	// OnRestore, if set, is called with the log and the raft index it
+	// holds once when the group opens (before raft replays anything) and
+	// after every snapshot that replaced the log: the callee makes what it
+	// derives from the log match it (rebuilding it if it is behind).
+	OnRestore func(l *partition.Log, index uint64) error
 	// MaxEntryBytes caps how many bytes of produce batches are aggregated
 	// into one entry (a single larger batch goes alone). Default 1 MiB.
 	MaxEntryBytes int
@@ -183,6 +197,12 @@ func OpenGroup(cfg GroupConfig) (*Group, error) {
 			g.fail(fmt.Errorf("replication: raft log: %w", err))
 		},
 		beforeStart: g.fsm.catchUpSnapshot,
+		beforeRaft: func() error {
+			if cfg.OnRestore == nil {
+				return nil
+			}
+			return cfg.OnRestore(g.fsm.current(), g.fsm.applied)
+		},
 	}, g.fsm)
 	if err != nil {
 		_ = g.fsm.current().Close() // a start-time restore may have replaced l

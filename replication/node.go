@@ -103,6 +103,9 @@ type nodeConfig struct {
 	// partition uses it to catch up with a snapshot raft stored but the
 	// partition never restored.
 	beforeStart func(latest *raft.SnapshotMeta, snaps *snapstore.Store) error
+	// beforeRaft runs after beforeStart (whether or not there was a
+	// snapshot), right before raft starts replaying entries.
+	beforeRaft func() error
 }
 
 // failStore reports write failures of the WAL (log and stable store) to
@@ -228,6 +231,12 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 	if err != nil {
 		n.closeStores()
 		return nil, err
+	}
+	if cfg.beforeRaft != nil {
+		if err := cfg.beforeRaft(); err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("replication: group %s: %w", cfg.groupID, err)
+		}
 	}
 	r, err := raft.NewRaft(rc, fsm, cache, w, snaps, n.trans)
 	if err != nil {
