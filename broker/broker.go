@@ -45,7 +45,9 @@ type Broker struct {
 	rejoinedMetadata bool
 	rejoinedReplicas atomic.Int64
 
-	leaders leaderPublisher // leaderships to publish in batches (leaders.go)
+	leaders         leaderPublisher // leaderships to publish in batches (leaders.go)
+	creatingOffsets atomic.Bool     // ensureOffsetsTopic is running
+	gstate          groupState      // consumer groups and committed offsets (groups.go)
 
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
@@ -186,6 +188,7 @@ func New(cfg Config) (*Broker, error) {
 	b.goBackground("retention", cfg.RetentionCheckInterval, b.retainAll)
 	b.goBackground("leader-balance", cfg.LeaderBalanceInterval, b.balanceLeaders)
 	b.goBackground("move-replicas", cfg.ReassignInterval, b.moveReplicas)
+	b.goBackground("groups", cfg.GroupTickInterval, b.tendGroups)
 	isr := newISRTracker()
 	b.goBackground("isr", cfg.ISRInterval, func() { b.updateISR(isr) })
 	b.logger.Info("broker started", "cluster_id", b.clusterID, "data_dir", cfg.DataDir, "raft_addr", b.raftAdvertise, "peers", len(b.peers))
@@ -276,6 +279,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	// leaves other brokers' balancers little time to hand leadership back.
 	b.handoff(ctx)
 	errs = append(errs, b.closeGroups())
+	errs = append(errs, b.closeGroupState())
 	errs = append(errs, b.machine.Close())
 	errs = append(errs, b.mux.Close())
 	b.logger.Info("broker stopped")

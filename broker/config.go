@@ -106,6 +106,21 @@ type Config struct {
 	// metadata.MaxFeatureLevel; lower only to stand in for an older build
 	// in a mixed-version test.
 	MaxFeatureLevel int32
+	// OffsetsTopicPartitions is the partition count of __consumer_offsets
+	// when it is created (Kafka's offsets.topic.num.partitions, default
+	// 16); it never changes afterwards.
+	OffsetsTopicPartitions int32
+	// GroupInitialRebalanceDelay is how long the first rebalance of a new
+	// group waits for more members (group.initial.rebalance.delay.ms,
+	// default 3 s; negative: none).
+	GroupInitialRebalanceDelay time.Duration
+	// OffsetsRetention is how long the committed offsets of an empty group
+	// are kept (offsets.retention.minutes, default 7 days).
+	OffsetsRetention time.Duration
+	// GroupTickInterval is how often group sessions and rebalance
+	// deadlines are checked, and coordinator moves noticed (default
+	// 100 ms).
+	GroupTickInterval time.Duration
 	// ReassignInterval is how often a partition leader takes the next step
 	// of a reassignment (membership.go). Default 250 ms; negative disables.
 	ReassignInterval time.Duration
@@ -178,6 +193,20 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxFeatureLevel <= 0 || c.MaxFeatureLevel > metadata.MaxFeatureLevel {
 		c.MaxFeatureLevel = metadata.MaxFeatureLevel
+	}
+	if c.OffsetsTopicPartitions <= 0 {
+		c.OffsetsTopicPartitions = 16
+	}
+	if c.GroupInitialRebalanceDelay == 0 {
+		c.GroupInitialRebalanceDelay = 3 * time.Second
+	} else if c.GroupInitialRebalanceDelay < 0 {
+		c.GroupInitialRebalanceDelay = 0
+	}
+	if c.OffsetsRetention <= 0 {
+		c.OffsetsRetention = 7 * 24 * time.Hour
+	}
+	if c.GroupTickInterval <= 0 {
+		c.GroupTickInterval = 100 * time.Millisecond
 	}
 	if c.ReassignInterval == 0 {
 		c.ReassignInterval = 250 * time.Millisecond

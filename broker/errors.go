@@ -26,6 +26,11 @@ func errorCode(err error) int16 {
 	if errors.As(err, &nl) {
 		return kerr.NotLeaderForPartition.Code
 	}
+	// The coordinator package answers with Kafka's own errors.
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Code
+	}
 	for _, m := range errorCodes {
 		if errors.Is(err, m.err) {
 			return m.code.Code
@@ -84,10 +89,23 @@ var errorCodes = []struct {
 	{ErrPreferredLeaderNotAvailable, kerr.PreferredLeaderNotAvailable},
 	{ErrUncleanElection, kerr.EligibleLeadersNotAvailable},
 	{ErrLeaderNotAvailable, kerr.LeaderNotAvailable},
+	{ErrCoordinatorNotAvailable, kerr.CoordinatorNotAvailable},
+	{ErrNotCoordinator, kerr.NotCoordinator},
 	// Waiting.
 	{context.DeadlineExceeded, kerr.RequestTimedOut},
 	{context.Canceled, kerr.RequestTimedOut},
 }
+
+// Errors of the group coordinator.
+var (
+	// ErrCoordinatorNotAvailable: the group's offsets partition has no
+	// leader yet, or __consumer_offsets is being created
+	// (COORDINATOR_NOT_AVAILABLE, retriable).
+	ErrCoordinatorNotAvailable = errors.New("broker: coordinator not available")
+	// ErrNotCoordinator: this broker does not lead the group's offsets
+	// partition (NOT_COORDINATOR: the client looks the coordinator up again).
+	ErrNotCoordinator = errors.New("broker: not the coordinator")
+)
 
 // ErrInvalidRequest is a request that breaks a rule of its API
 // (INVALID_REQUEST).

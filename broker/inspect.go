@@ -86,3 +86,19 @@ func (b *Broker) FeatureLevel() int32 { return b.meta.State().FeatureLevelOrBase
 // MetadataApplied counts the metadata commands of cmd's type this broker
 // has applied since it started (failed ones included).
 func (b *Broker) MetadataApplied(cmd any) int64 { return b.meta.Applied(cmd) }
+
+// GroupGeneration is the generation of a group as this broker's offset
+// store last materialised it (false when unknown).
+func (b *Broker) GroupGeneration(group string) (int32, bool) {
+	b.gstate.mu.Lock()
+	s := b.gstate.store
+	b.gstate.mu.Unlock()
+	if s == nil {
+		return 0, false
+	}
+	md, ok := s.GroupMetadata(group)
+	if !ok {
+		return 0, false
+	}
+	return md.Generation, true
+}

@@ -169,6 +169,14 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 	}
 	topicID, name := mt.ID, mt.Name
 	logger := b.logger.With("topic", name, "partition", idx)
+	var onApply func(uint64, [][]byte) error
+	var onRestore func(*partition.Log, uint64) error
+	if name == offsetsTopic {
+		var err error
+		if onApply, onRestore, err = b.offsetHooks(idx, int32(len(mt.Partitions))); err != nil {
+			return nil, err
+		}
+	}
 	g, err := replication.OpenGroup(replication.GroupConfig{
 		ID:        gid,
 		EpochBase: mt.EpochBase,
@@ -184,6 +192,8 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 		},
 		Join:         join,
 		Rejoin:       rejoin,
+		OnApply:      onApply,
+		OnRestore:    onRestore,
 		NoSoloTiming: len(p.Members()) > 1,
 		Mux:          b.mux,
 		Timing:       b.cfg.DataTiming,
