@@ -32,17 +32,7 @@ func newISRTracker() *isrTracker {
 func (b *Broker) updateISR(tr *isrTracker) {
 	now := time.Now()
 	seen := map[string]bool{}
-	b.mu.RLock()
-	var mine []*raftReplica
-	for _, t := range b.topics {
-		for _, r := range t.load().partitions {
-			if r.g != nil && r.part.Leader == b.cfg.NodeID {
-				mine = append(mine, r)
-			}
-		}
-	}
-	b.mu.RUnlock()
-	for _, r := range mine {
+	for _, r := range b.publishedLeading() {
 		epoch, err := r.g.Ready()
 		if err != nil || epoch != r.part.LeaderEpoch {
 			continue

@@ -72,6 +72,22 @@ func (b *Broker) joinLoop() {
 	}
 }
 
+// forwardToMetadataLeader sends a membership request a follower received
+// on to the metadata leader, once: a request forwarded already is refused,
+// so two brokers with stale ideas of the leader cannot bounce it forever.
+func (b *Broker) forwardToMetadataLeader(ctx context.Context, method string, req joinRequest) ([]byte, error) {
+	if req.Hops > 0 {
+		return nil, errors.New("broker: not the metadata leader")
+	}
+	addr, ok := b.raftAddr(b.machine.Leader())
+	if !ok {
+		return nil, errors.New("broker: no metadata leader known")
+	}
+	req.Hops++
+	fwd, _ := json.Marshal(req)
+	return b.mux.Call(ctx, raft.ServerAddress(addr), method, fwd)
+}
+
 // handleJoin serves joinMethod: the leader adds the broker as a learner
 // of the metadata group; a follower forwards to its leader once.
 func (b *Broker) handleJoin(ctx context.Context, body []byte) ([]byte, error) {
@@ -80,16 +96,7 @@ func (b *Broker) handleJoin(ctx context.Context, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("broker: bad join request %q", body)
 	}
 	if !b.machine.IsLeader() {
-		if req.Hops > 0 {
-			return nil, errors.New("broker: not the metadata leader")
-		}
-		addr, ok := b.raftAddr(b.machine.Leader())
-		if !ok {
-			return nil, errors.New("broker: no metadata leader known")
-		}
-		req.Hops++
-		fwd, _ := json.Marshal(req)
-		return b.mux.Call(ctx, raft.ServerAddress(addr), joinMethod, fwd)
+		return b.forwardToMetadataLeader(ctx, joinMethod, req)
 	}
 	ms, _, err := b.machine.Members()
 	if err != nil {

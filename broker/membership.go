@@ -42,17 +42,7 @@ const learnerFresh = 3 * time.Second
 
 // moveReplicas runs one pass over the partitions this broker leads.
 func (b *Broker) moveReplicas() {
-	b.mu.RLock()
-	var mine []*raftReplica
-	for _, t := range b.topics {
-		for _, r := range t.load().partitions {
-			if r.g != nil && r.part.Leader == b.cfg.NodeID {
-				mine = append(mine, r)
-			}
-		}
-	}
-	b.mu.RUnlock()
-	for _, r := range mine {
+	for _, r := range b.publishedLeading() {
 		if b.ctx.Err() != nil {
 			return
 		}

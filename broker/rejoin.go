@@ -141,16 +141,7 @@ func (b *Broker) handleRejoin(ctx context.Context, body []byte) ([]byte, error) 
 		return nil, errors.New("broker: bad rejoin request")
 	}
 	if !b.machine.IsLeader() {
-		if req.Hops > 0 {
-			return nil, errors.New("broker: not the metadata leader")
-		}
-		addr, ok := b.raftAddr(b.machine.Leader())
-		if !ok {
-			return nil, errors.New("broker: no metadata leader known")
-		}
-		req.Hops++
-		fwd, _ := json.Marshal(req)
-		return b.mux.Call(ctx, raft.ServerAddress(addr), rejoinMethod, fwd)
+		return b.forwardToMetadataLeader(ctx, rejoinMethod, req)
 	}
 	ms, _, err := b.machine.Members()
 	if err != nil {

@@ -115,3 +115,19 @@ func (r *raftReplica) DeleteRecords(ctx context.Context, offset int64) (int64, e
 	}
 	return r.g.DeleteRecords(ctx, offset)
 }
+
+// publishedLeading are the local replicas the metadata names this broker
+// the leader of (whether or not raft still agrees: callers check Ready).
+func (b *Broker) publishedLeading() []*raftReplica {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var mine []*raftReplica
+	for _, t := range b.topics {
+		for _, r := range t.load().partitions {
+			if r.g != nil && r.part.Leader == b.cfg.NodeID {
+				mine = append(mine, r)
+			}
+		}
+	}
+	return mine
+}

@@ -129,13 +129,8 @@ func TestDecommission(t *testing.T) {
 	}
 	c.Stop(live)
 
-	close(stop)
-	wg.Wait()
+	recs := finishLoad(t, stop, wg, &acks)
 	checkWatch(t, watch)
-	acks.mu.Lock()
-	recs := slices.Clone(acks.recs)
-	acks.mu.Unlock()
-	t.Logf("%d records acknowledged, %d failed", len(recs), acks.errs)
 	for _, i := range []int{0, 1} {
 		checkExactlyOnce(t, c, c.BrokerAddr(i), topic, recs)
 	}

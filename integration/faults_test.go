@@ -375,7 +375,7 @@ func produceSync(t testing.TB, cl *kgo.Client, prefix string, first, n, perReq i
 			if r.Err != nil {
 				t.Fatalf("produce %s: %v", r.Record.Value, r.Err)
 			}
-			out = append(out, acked{r.Record.Partition, r.Record.Offset, string(r.Record.Value)})
+			out = append(out, acked{r.Record.Partition, r.Record.Offset, string(r.Record.Value), string(r.Record.Key)})
 		}
 	}
 	return out

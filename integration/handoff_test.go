@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/varvelog/varve/broker"
@@ -49,7 +48,7 @@ func TestHandoffOnGracefulStop(t *testing.T) {
 	t.Logf("stopping broker %d, which leads partitions %v", victimID, led[victim])
 
 	cl := c.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(time.Minute))
-	var acks keyedAckLog
+	var acks ackLog
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -145,109 +144,12 @@ func TestHandoffOnGracefulStop(t *testing.T) {
 	if errs != 0 {
 		t.Fatalf("%d records failed (%d acknowledged)", errs, len(recs))
 	}
-	checkKeyedExactlyOnce(t, c.Addr(), topic, recs)
+	checkExactlyOnce(t, c, c.Addr(), topic, recs)
 
 	c.Start(victim)
 	c.waitRegistered()
 	waitPreferredLeaders(t, c, topic, partitions)
-	checkKeyedExactlyOnce(t, c.BrokerAddr(victim), topic, recs)
-}
-
-// keyedAck is an acknowledged record with its key.
-type keyedAck struct {
-	partition  int32
-	offset     int64
-	key, value string
-}
-
-// keyedAckLog collects acknowledged records from many goroutines.
-type keyedAckLog struct {
-	mu   sync.Mutex
-	recs []keyedAck
-	errs int
-}
-
-func (a *keyedAckLog) promise(r *kgo.Record, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err != nil {
-		a.errs++
-		return
-	}
-	a.recs = append(a.recs, keyedAck{r.Partition, r.Offset, string(r.Key), string(r.Value)})
-}
-
-func (a *keyedAckLog) count() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.recs)
-}
-
-func (a *keyedAckLog) snapshot() ([]keyedAck, int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.recs), a.errs
-}
-
-// checkKeyedExactlyOnce reads every partition of topic from offset 0 to
-// its end, seeded with addr, and checks that every acknowledged record
-// sits at its acknowledged offset with its key and value, and that no
-// value appears twice.
-func checkKeyedExactlyOnce(t testing.TB, addr, topic string, acks []keyedAck) {
-	t.Helper()
-	ctx := testContext(t, 120*time.Second)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var ends kadm.ListedOffsets
-	var lastErr error
-	eventually(t, 30*time.Second, "end offsets of every partition", func() bool {
-		ends, lastErr = kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-		if lastErr == nil {
-			ends.Each(func(o kadm.ListedOffset) {
-				if o.Err != nil {
-					lastErr = o.Err
-				}
-			})
-		}
-		return lastErr == nil
-	})
-	end := map[int32]int64{}
-	total := int64(0)
-	ends.Each(func(o kadm.ListedOffset) {
-		end[o.Partition] = o.Offset
-		total += o.Offset
-	})
-	got := map[string]keyedAck{}
-	seen := map[string]string{}
-	for n := int64(0); n < total; {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of %d records: %v", n, total, err)
-		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= end[r.Partition] {
-				return
-			}
-			n++
-			at := fmt.Sprintf("%d/%d", r.Partition, r.Offset)
-			if prev, dup := seen[string(r.Value)]; dup {
-				t.Fatalf("value %q twice: at %s and %s", r.Value, prev, at)
-			}
-			seen[string(r.Value)] = at
-			got[at] = keyedAck{r.Partition, r.Offset, string(r.Key), string(r.Value)}
-		})
-	}
-	for _, a := range acks {
-		at := fmt.Sprintf("%d/%d", a.partition, a.offset)
-		if g, ok := got[at]; !ok || g != a {
-			t.Fatalf("acknowledged %+v, read %+v (present %v)", a, g, ok)
-		}
-	}
+	checkExactlyOnce(t, c, c.BrokerAddr(victim), topic, recs)
 }
 
 // logCapture keeps the brokers' log records whose message it is told to

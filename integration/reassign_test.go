@@ -88,6 +88,17 @@ func produceLoad(t *testing.T, c *Cluster, topic string, partitions int32, acks 
 	return &wg
 }
 
+// finishLoad stops produceLoad, waits for its last acknowledgements and
+// returns every acknowledged record.
+func finishLoad(t *testing.T, stop chan struct{}, wg *sync.WaitGroup, acks *ackLog) []acked {
+	t.Helper()
+	close(stop)
+	wg.Wait()
+	recs, failed := acks.snapshot()
+	t.Logf("%d records acknowledged, %d failed", len(recs), failed)
+	return recs
+}
+
 // TestReassignUnderLoad moves a partition off its preferred leader's
 // broker onto the third broker while producers write to it: the new
 // replica joins as a learner, is promoted, leadership leaves the broker
@@ -205,13 +216,8 @@ func TestReassignUnderLoad(t *testing.T) {
 		t.Fatalf("cancelling again: %v, want NO_REASSIGNMENT_IN_PROGRESS", r.Err)
 	}
 
-	close(stop)
-	wg.Wait()
+	recs := finishLoad(t, stop, wg, &acks)
 	checkWatch(t, watch)
-	acks.mu.Lock()
-	recs := slices.Clone(acks.recs)
-	acks.mu.Unlock()
-	t.Logf("%d records acknowledged, %d failed", len(recs), acks.errs)
 	for _, addr := range c.Addrs() {
 		checkExactlyOnce(t, c, addr, topic, recs)
 	}
@@ -328,13 +334,8 @@ func TestAddBrokerAndMoveOnto(t *testing.T) {
 		t.Fatalf("no partition of a topic created after the join has a replica on broker %d", newID)
 	}
 
-	close(stop)
-	wg.Wait()
+	recs := finishLoad(t, stop, wg, &acks)
 	checkWatch(t, watch)
-	acks.mu.Lock()
-	recs := slices.Clone(acks.recs)
-	acks.mu.Unlock()
-	t.Logf("%d records acknowledged, %d failed", len(recs), acks.errs)
 	for _, addr := range c.Addrs() {
 		checkExactlyOnce(t, c, addr, topic, recs)
 	}

@@ -41,6 +41,7 @@ type acked struct {
 	partition int32
 	offset    int64
 	value     string
+	key       string
 }
 
 // ackLog collects acknowledged records from many goroutines.
@@ -57,12 +58,27 @@ func (a *ackLog) promise(r *kgo.Record, err error) {
 		a.errs++
 		return
 	}
-	a.recs = append(a.recs, acked{r.Partition, r.Offset, string(r.Value)})
+	a.recs = append(a.recs, acked{r.Partition, r.Offset, string(r.Value), string(r.Key)})
+}
+
+// count is the number of acknowledged records so far.
+func (a *ackLog) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.recs)
+}
+
+// snapshot is a copy of the acknowledged records and the failure count.
+func (a *ackLog) snapshot() ([]acked, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.recs), a.errs
 }
 
 // checkExactlyOnce reads every partition of topic from offset 0 through
 // the broker at addr and checks that every acknowledged record sits at its
-// acknowledged offset with its value, and that no value appears twice.
+// acknowledged offset with its key and value, and that no value appears
+// twice.
 func checkExactlyOnce(t testing.TB, c *Cluster, addr, topic string, acks []acked) {
 	t.Helper()
 	ctx := testContext(t, 120*time.Second)
@@ -113,12 +129,12 @@ func checkExactlyOnce(t testing.TB, c *Cluster, addr, topic string, acks []acked
 				t.Fatalf("value %q twice: at %s and %s", v, prev, k)
 			}
 			seen[v] = k
-			got[k] = acked{r.Partition, r.Offset, v}
+			got[k] = acked{r.Partition, r.Offset, v, string(r.Key)}
 		})
 	}
 	for _, a := range acks {
 		k := fmt.Sprintf("%d/%d", a.partition, a.offset)
-		if g, ok := got[k]; !ok || g.value != a.value {
+		if g, ok := got[k]; !ok || g.value != a.value || g.key != a.key {
 			t.Fatalf("acknowledged %q at %s, read %+v (present %v)", a.value, k, g, ok)
 		}
 	}

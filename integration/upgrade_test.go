@@ -71,13 +71,8 @@ func TestRollingUpgradeFeatureLevel(t *testing.T) {
 		})
 	}
 
-	close(stop)
-	wg.Wait()
+	recs := finishLoad(t, stop, wg, &acks)
 	checkWatch(t, watch)
-	acks.mu.Lock()
-	recs := slices.Clone(acks.recs)
-	acks.mu.Unlock()
-	t.Logf("%d records acknowledged, %d failed", len(recs), acks.errs)
 	for _, addr := range c.Addrs() {
 		checkExactlyOnce(t, c, addr, topic, recs)
 	}
