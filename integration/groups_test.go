@@ -2,8 +2,13 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -285,4 +290,185 @@ func TestCoordinatorMoveNoRebalance(t *testing.T) {
 	if got, _ := c.Broker(other).GroupGeneration(group); got != gen {
 		t.Fatalf("the group's generation went from %d to %d across the coordinator moves", gen, got)
 	}
+}
+
+// cuttableDialer hands out connections it can all cut at once, and then
+// refuses new ones: a consumer process that died without a word.
+type cuttableDialer struct {
+	mu    sync.Mutex
+	dead  bool
+	conns []net.Conn
+}
+
+func (d *cuttableDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dead {
+		return nil, errors.New("this consumer is dead")
+	}
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, host)
+	if err == nil {
+		d.conns = append(d.conns, c)
+	}
+	return c, err
+}
+
+func (d *cuttableDialer) cut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dead = true
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+}
+
+// TestGroupMemberDies: three members consume with commits; one dies
+// without leaving (its connections cut). Its session expires, the group
+// rebalances, and the other two take over its partitions from the
+// committed offsets: everything produced afterwards is consumed, and every
+// record of the topic at least once.
+func TestGroupMemberDies(t *testing.T) {
+	c := groupCluster(t)
+	const topic, group = "dies", "g-dies"
+	createReplicated(t, c, topic, 6, 3)
+	first := produceValues(t, c, topic, "a", 1200)
+	var log seenLog
+	var members []*groupMember
+	var dialers []*cuttableDialer
+	for range 3 {
+		d := &cuttableDialer{}
+		dialers = append(dialers, d)
+		members = append(members, startMember(t, c, group, topic, &log,
+			kgo.Dialer(d.dial), kgo.SessionTimeout(6*time.Second), kgo.HeartbeatInterval(500*time.Millisecond)))
+	}
+	eventually(t, 60*time.Second, "the first records consumed", func() bool { return log.has(first) == 0 })
+	dialers[2].cut()
+	second := produceValues(t, c, topic, "b", 1200)
+	eventually(t, 60*time.Second, "records produced after the death consumed by the survivors", func() bool { return log.has(second) == 0 })
+	close(members[2].stop)
+	<-members[2].done
+	members[2].cl.Close()
+	for _, m := range members[:2] {
+		m.close(t)
+	}
+	described, err := c.Admin(t).DescribeGroups(testContext(t, 10*time.Second), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := described[group]; d.Err != nil || d.State != "Empty" {
+		t.Fatalf("after the members closed: %+v", d)
+	}
+}
+
+// TestKcatGroup drives a consumer group with librdkafka (kcat -G): a first
+// run reads every record of a 4-partition topic and commits on exit; the
+// committed offsets reach the end; a second run of the same group reads
+// exactly the records produced after the first.
+func TestKcatGroup(t *testing.T) {
+	kcat := kcatPath(t)
+	c := groupCluster(t)
+	const topic, group = "kcatg", "kcat-group"
+	createReplicated(t, c, topic, 4, 3)
+	run := func(n int) []string {
+		t.Helper()
+		cmd := exec.Command(kcat, "-b", strings.Join(c.Addrs(), ","), "-G", group, "-c", strconv.Itoa(n), "-q", "-f", "%s\n",
+			"-X", "auto.offset.reset=earliest", "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=100",
+			"-X", "session.timeout.ms=10000", topic)
+		ctx := testContext(t, 90*time.Second)
+		cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("kcat -G: %v\n%s", err, out)
+		}
+		return strings.Fields(string(out))
+	}
+	first := produceValues(t, c, topic, "a", 400)
+	got := run(len(first))
+	slices.Sort(got)
+	want := slices.Clone(first)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("kcat -G read %d records, want the %d produced", len(got), len(want))
+	}
+	adm := c.Admin(t)
+	ctx := testContext(t, 30*time.Second)
+	eventually(t, 30*time.Second, "kcat's commits at the end offsets", func() bool {
+		lags, err := adm.Lag(ctx, group)
+		if err != nil {
+			return false
+		}
+		l := lags[group]
+		return l.Error() == nil && len(l.Lag[topic]) == 4 && l.Lag.Total() == 0
+	})
+	second := produceValues(t, c, topic, "b", 100)
+	got = run(len(second))
+	slices.Sort(got)
+	want = slices.Clone(second)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("the second kcat -G run read %v..., want exactly the %d new records", got[:min(5, len(got))], len(want))
+	}
+}
+
+// TestStaticMemberRestart: two static members (group.instance.id); one
+// restarts under the same instance id within its session timeout and gets
+// its assignment back without a rebalance: the group's generation does not
+// move and the other member is assigned nothing new.
+func TestStaticMemberRestart(t *testing.T) {
+	c := groupCluster(t)
+	const topic, group = "static", "g-static"
+	createReplicated(t, c, topic, 4, 3)
+	first := produceValues(t, c, topic, "a", 400)
+	var mu sync.Mutex
+	assigned := map[string]int{}
+	static := func(id string) []kgo.Opt {
+		return []kgo.Opt{kgo.InstanceID(id), kgo.SessionTimeout(20 * time.Second),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+				mu.Lock()
+				assigned[id] += len(m[topic])
+				mu.Unlock()
+			})}
+	}
+	var log seenLog
+	m1 := startMember(t, c, group, topic, &log, static("m1")...)
+	m2 := startMember(t, c, group, topic, &log, static("m2")...)
+	eventually(t, 60*time.Second, "both static members assigned, the records consumed", func() bool {
+		mu.Lock()
+		both := assigned["m1"] > 0 && assigned["m2"] > 0
+		mu.Unlock()
+		return both && log.has(first) == 0
+	})
+	time.Sleep(500 * time.Millisecond)
+	ci := coordinatorSlot(t, c, group)
+	gen, ok := c.Broker(ci).GroupGeneration(group)
+	if !ok {
+		t.Fatal("no persisted generation")
+	}
+	mu.Lock()
+	m1Before := assigned["m1"]
+	mu.Unlock()
+
+	// m2 goes away without leaving (static members do not leave) and
+	// comes back under its instance id.
+	close(m2.stop)
+	<-m2.done
+	if err := m2.cl.CommitUncommittedOffsets(testContext(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	m2.cl.Close()
+	m2 = startMember(t, c, group, topic, &log, static("m2")...)
+	second := produceValues(t, c, topic, "b", 400)
+	eventually(t, 60*time.Second, "records after the restart consumed", func() bool { return log.has(second) == 0 })
+	if got, _ := c.Broker(ci).GroupGeneration(group); got != gen {
+		t.Fatalf("the static member's restart moved the generation from %d to %d", gen, got)
+	}
+	mu.Lock()
+	m1After := assigned["m1"]
+	mu.Unlock()
+	if m1After != m1Before {
+		t.Fatalf("m1 was assigned more partitions during m2's restart (%d, then %d): a rebalance", m1Before, m1After)
+	}
+	m1.close(t)
+	m2.close(t)
 }

@@ -8,7 +8,6 @@ package coordinator
 // tells a restarted static leader to skip assignment (KIP-814).
 
 import (
-	"bytes"
 	"context"
 	"time"
 
@@ -225,17 +224,19 @@ func (grp *group) joinKnownLocked(j *groupJoinRequest, w *memberJoinWaiter) *kms
 // replaceStaticLocked handles a static member rejoining without a member id
 // (a restarted instance): it gets a new member id, the old id is fenced
 // (its waiting calls get FENCED_INSTANCE_ID), and it keeps its assignment.
-// A Stable group does not rebalance if the selected protocol stays and the
-// member's metadata for it is unchanged; the member then syncs the current
-// generation and gets its old assignment back. (Kafka rebalances only when the
-// selected protocol changes; we also rebalance when the metadata changed, so a
-// restarted instance with a new subscription is not left with a stale plan.)
+// A Stable group does not rebalance if the selected protocol stays, as in
+// Kafka; the member then syncs the current generation and gets its old
+// assignment back. The member's metadata is not compared: cooperative
+// assignors put the partitions a member owns and its generation in it, so a
+// restarted instance always sends different bytes, and comparing them would
+// make every static restart a rebalance (measured with franz-go). A restarted
+// instance with a new subscription keeps its old plan until the next
+// rebalance, as in Kafka.
 func (grp *group) replaceStaticLocked(m *member, j *groupJoinRequest, w *memberJoinWaiter) *kmsg.JoinGroupResponse {
 	oldID, prevLeader := m.id, grp.leader
 	newID := memberNewID(j.instanceID)
 	m.failJoinLocked(kerr.FencedInstanceID.Code, oldID)
 	m.failSyncLocked(kerr.FencedInstanceID.Code)
-	oldMeta, _ := m.metadata(grp.protocol)
 
 	delete(grp.byID, oldID)
 	m.id = newID
@@ -254,8 +255,7 @@ func (grp *group) replaceStaticLocked(m *member, j *groupJoinRequest, w *memberJ
 
 	switch grp.state {
 	case groupStateStable:
-		newMeta, ok := m.metadata(grp.protocol)
-		if ok && bytes.Equal(oldMeta, newMeta) && grp.selectProtocolLocked() == grp.protocol {
+		if _, ok := m.metadata(grp.protocol); ok && grp.selectProtocolLocked() == grp.protocol {
 			resp := grp.joinResponseLocked(m, j.version, false)
 			if j.version >= 9 {
 				if newID == grp.leader {
@@ -272,7 +272,7 @@ func (grp *group) replaceStaticLocked(m *member, j *groupJoinRequest, w *memberJ
 			return resp
 		}
 		m.join, w.m = w, m
-		grp.prepareRebalanceLocked("static member rejoined with new metadata")
+		grp.prepareRebalanceLocked("static member rejoined with a protocol the group no longer selects")
 	case groupStateCompleting:
 		// The leader may already have planned for the old member id.
 		m.join, w.m = w, m

@@ -97,24 +97,28 @@ func TestGroupStaticLeaderRestart(t *testing.T) {
 	}
 }
 
-func TestGroupStaticRestartWithNewMetadataRebalances(t *testing.T) {
+// TestGroupStaticRestartWithNewMetadataKeepsAssignment: as in Kafka, a
+// static member restarting with new metadata for the selected protocol (a
+// cooperative assignor's owned partitions and generation change with every
+// restart) rejoins a Stable group without a rebalance and gets its old
+// assignment; the leader sees the new metadata at the next rebalance.
+func TestGroupStaticRestartWithNewMetadataKeepsAssignment(t *testing.T) {
 	h := newGroupHarness(t, groupWithDelay(3*time.Second))
 	f := h.form(groupJoiner{instance: "i-a", meta: "A"}, groupJoiner{instance: "i-b", meta: "B"})
-	a := f.ids[0]
-	chB := h.joinAsync(context.Background(), groupJoiner{instance: "i-b", meta: "B2"})
-	h.waitJoins("g", 1)
-	if d := h.describe("g"); d.State != "PreparingRebalance" {
-		t.Fatalf("new subscription did not rebalance: %s", d.State)
+	a, oldB := f.ids[0], f.ids[1]
+	r := h.join(groupJoiner{instance: "i-b", meta: "B2"})
+	groupWantCode(t, "restart join", r.ErrorCode, nil)
+	if r.Generation != 1 || r.MemberID == oldB || r.LeaderID != a {
+		t.Fatalf("restart join %+v, want generation 1 under a new member id", r)
 	}
-	groupWantCode(t, "a heartbeat", h.heartbeat("g", a, 1), kerr.RebalanceInProgress)
-	ra := h.join(groupJoiner{instance: "i-a", memberID: a, meta: "A"})
-	rb := groupRecv(t, chB)
-	if ra.ErrorCode != 0 || rb.ErrorCode != 0 || ra.Generation != 2 || ra.LeaderID != a || len(ra.Members) != 2 {
-		t.Fatalf("joins %+v %+v", ra, rb)
+	if d := h.describe("g"); d.State != "Stable" {
+		t.Fatalf("new metadata rebalanced: %s", d.State)
 	}
-	if m := ra.Members[1]; m.MemberID != rb.MemberID || string(m.ProtocolMetadata) != "range/B2" || groupStr(m.InstanceID) != "i-b" {
-		t.Fatalf("leader sees %+v", m)
+	s := h.g.Sync(context.Background(), groupSyncReq("g", 1, r.MemberID, nil))
+	if s.ErrorCode != 0 || string(s.MemberAssignment) != "assign-"+oldB {
+		t.Fatalf("restarted member's sync %+v, want its old assignment", s)
 	}
+	groupWantCode(t, "leader heartbeat", h.heartbeat("g", a, 1), nil)
 }
 
 func TestGroupStaticRestartFencesWaitingJoin(t *testing.T) {
