@@ -117,6 +117,9 @@ type Config struct {
 	// OffsetsRetention is how long the committed offsets of an empty group
 	// are kept (offsets.retention.minutes, default 7 days).
 	OffsetsRetention time.Duration
+	// OffsetsRetentionCheckInterval is how often the coordinator looks for
+	// expired offsets (offsets.retention.check.interval.ms, default 10 min).
+	OffsetsRetentionCheckInterval time.Duration
 	// GroupTickInterval is how often group sessions and rebalance
 	// deadlines are checked, and coordinator moves noticed (default
 	// 100 ms).
@@ -204,6 +207,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.OffsetsRetention <= 0 {
 		c.OffsetsRetention = 7 * 24 * time.Hour
+	}
+	if c.OffsetsRetentionCheckInterval <= 0 {
+		c.OffsetsRetentionCheckInterval = 10 * time.Minute
 	}
 	if c.GroupTickInterval <= 0 {
 		c.GroupTickInterval = 100 * time.Millisecond

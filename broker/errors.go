@@ -91,6 +91,7 @@ var errorCodes = []struct {
 	{ErrLeaderNotAvailable, kerr.LeaderNotAvailable},
 	{ErrCoordinatorNotAvailable, kerr.CoordinatorNotAvailable},
 	{ErrNotCoordinator, kerr.NotCoordinator},
+	{ErrCoordinatorLoading, kerr.CoordinatorLoadInProgress},
 	// Waiting.
 	{context.DeadlineExceeded, kerr.RequestTimedOut},
 	{context.Canceled, kerr.RequestTimedOut},
@@ -105,6 +106,9 @@ var (
 	// ErrNotCoordinator: this broker does not lead the group's offsets
 	// partition (NOT_COORDINATOR: the client looks the coordinator up again).
 	ErrNotCoordinator = errors.New("broker: not the coordinator")
+	// ErrCoordinatorLoading: this broker just became the coordinator and is
+	// still loading the group (COORDINATOR_LOAD_IN_PROGRESS, retriable).
+	ErrCoordinatorLoading = errors.New("broker: coordinator loading")
 )
 
 // ErrInvalidRequest is a request that breaks a rule of its API

@@ -45,6 +45,9 @@ type ledOffsets struct {
 	epoch  int32
 	r      *raftReplica
 	groups *coordinator.Groups
+	// loaded is closed once the partition's groups are restored from the
+	// store: requests wait for it, so none sees a group half loaded.
+	loaded chan struct{}
 }
 
 // offsetStore opens the store on first use: its partition count is the
@@ -149,7 +152,7 @@ func (b *Broker) tendGroups() {
 		if err != nil {
 			continue
 		}
-		led := &ledOffsets{epoch: epoch, r: r}
+		led := &ledOffsets{epoch: epoch, r: r, loaded: make(chan struct{})}
 		led.groups = coordinator.New(b.groupConfig(led))
 		if gs.led == nil {
 			gs.led = map[int32]*ledOffsets{}
@@ -161,7 +164,7 @@ func (b *Broker) tendGroups() {
 	for _, led := range gs.led {
 		all = append(all, led)
 	}
-	expire := time.Since(gs.lastExpiry) >= time.Minute
+	expire := time.Since(gs.lastExpiry) >= b.cfg.OffsetsRetentionCheckInterval
 	if expire {
 		gs.lastExpiry = time.Now()
 	}
@@ -180,6 +183,7 @@ func (b *Broker) tendGroups() {
 			}
 			n++
 		}
+		close(led.loaded)
 		b.logger.Info("coordinating offsets partition", "partition", led.r.index, "epoch", led.epoch, "groups", n)
 	}
 	for _, led := range all {
@@ -258,7 +262,22 @@ func (b *Broker) coordinatorFor(group string) (*ledOffsets, error) {
 	led := gs.led[p]
 	gs.mu.Unlock()
 	if led == nil {
+		// Leading it already but not yet noticed (tendGroups runs every
+		// GroupTickInterval): notice now rather than send the client away.
+		if _, err := readyEpoch(t.load().partitions[p]); err == nil {
+			b.tendGroups()
+			gs.mu.Lock()
+			led = gs.led[p]
+			gs.mu.Unlock()
+		}
+	}
+	if led == nil {
 		return nil, fmt.Errorf("%w: group %q belongs to %s partition %d", ErrNotCoordinator, group, offsetsTopic, p)
+	}
+	select {
+	case <-led.loaded:
+	case <-time.After(10 * time.Second):
+		return nil, fmt.Errorf("%w: %s partition %d is still loading", ErrCoordinatorLoading, offsetsTopic, p)
 	}
 	return led, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/varvelog/varve/broker"
 	"github.com/varvelog/varve/broker/coordinator"
@@ -471,4 +472,139 @@ func TestStaticMemberRestart(t *testing.T) {
 	}
 	m1.close(t)
 	m2.close(t)
+}
+
+// TestGroupAdmin: the admin side of groups through kadm: a group's
+// committed offsets read back; ListGroups and DescribeGroups report it;
+// OffsetFetch for a group that never existed answers -1 without error;
+// OffsetDelete and DeleteGroups remove what they say, through Raft (a
+// restarted coordinator still has them gone); and the offsets of an empty
+// group expire after the retention.
+func TestGroupAdmin(t *testing.T) {
+	c := NewCluster(t, Brokers(3), WithConfig(func(cfg *broker.Config) {
+		cfg.GroupInitialRebalanceDelay = -1
+	}))
+	const topic = "admin-g"
+	createReplicated(t, c, topic, 3, 3)
+	adm := c.Admin(t)
+	ctx := testContext(t, time.Minute)
+	commit := func(group string, offsets map[int32]int64) {
+		t.Helper()
+		os := make(kadm.Offsets)
+		for p, o := range offsets {
+			os.Add(kadm.Offset{Topic: topic, Partition: p, At: o, LeaderEpoch: -1, Metadata: fmt.Sprintf("m%d", p)})
+		}
+		var resp kadm.OffsetResponses
+		eventually(t, 30*time.Second, "a commit to "+group, func() bool {
+			var err error
+			resp, err = adm.CommitOffsets(ctx, group, os)
+			return err == nil && resp.Error() == nil
+		})
+	}
+	commit("ga", map[int32]int64{0: 5, 1: 7, 2: 9})
+	commit("gb", map[int32]int64{0: 1})
+
+	got, err := adm.FetchOffsets(ctx, "ga")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[int32]int64{0: 5, 1: 7, 2: 9} {
+		if o, ok := got.Lookup(topic, p); !ok || o.At != want || o.Metadata != fmt.Sprintf("m%d", p) {
+			t.Fatalf("ga %s/%d: %+v, want %d", topic, p, o, want)
+		}
+	}
+	none, err := adm.FetchOffsets(ctx, "never-existed")
+	if err != nil || none.Error() != nil {
+		t.Fatalf("fetch for an unknown group: %v %v", err, none.Error())
+	}
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(listed.Groups(), "ga") || !slices.Contains(listed.Groups(), "gb") {
+		t.Fatalf("ListGroups %v, want ga and gb", listed.Groups())
+	}
+
+	// OffsetDelete one partition of ga; DeleteGroups gb.
+	del := make(kadm.TopicsSet)
+	del.Add(topic, 1)
+	if resp, err := adm.DeleteOffsets(ctx, "ga", del); err != nil || resp.Error() != nil {
+		t.Fatalf("delete offsets: %v %v", err, resp.Error())
+	}
+	if resp, err := adm.DeleteGroups(ctx, "gb"); err != nil || resp.Error() != nil {
+		t.Fatalf("delete group: %v %v", err, resp.Error())
+	}
+	// The coordinator of ga restarts: what was deleted stays deleted.
+	ci := coordinatorSlot(t, c, "ga")
+	c.Restart(ci)
+	eventually(t, 30*time.Second, "ga's offsets after the restart", func() bool {
+		got, err := c.Admin(t).FetchOffsets(ctx, "ga")
+		if err != nil || got.Error() != nil {
+			return false
+		}
+		o0, ok0 := got.Lookup(topic, 0)
+		_, ok1 := got.Lookup(topic, 1)
+		o2, ok2 := got.Lookup(topic, 2)
+		return ok0 && o0.At == 5 && !ok1 && ok2 && o2.At == 9
+	})
+	eventually(t, 30*time.Second, "gb gone", func() bool {
+		got, err := c.Admin(t).FetchOffsets(ctx, "gb")
+		return err == nil && got.Error() == nil && len(got) == 0
+	})
+}
+
+// TestOffsetFetchUnknownGroup: OffsetFetch v1 for a group that never
+// existed answers each partition asked with offset -1 and no error (Sarama
+// and others fetch outside any group this way).
+func TestOffsetFetchUnknownGroup(t *testing.T) {
+	c := groupCluster(t)
+	createReplicated(t, c, "unk", 2, 3)
+	adm := c.Admin(t)
+	eventually(t, 30*time.Second, "a coordinator for the group (creates __consumer_offsets)", func() bool {
+		cs := adm.FindGroupCoordinators(testContext(t, 10*time.Second), "nobody")
+		return cs.Error() == nil
+	})
+	ci := coordinatorSlot(t, c, "nobody")
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Version = 1
+	req.Group = "nobody"
+	rt := kmsg.NewOffsetFetchRequestTopic()
+	rt.Topic, rt.Partitions = "unk", []int32{0, 1}
+	req.Topics = append(req.Topics, rt)
+	resp := rawRequest(t, c.BrokerAddr(ci), req).(*kmsg.OffsetFetchResponse)
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 2 {
+		t.Fatalf("answer %+v", resp)
+	}
+	for _, p := range resp.Topics[0].Partitions {
+		if p.Offset != -1 || p.ErrorCode != 0 {
+			t.Fatalf("partition %d: offset %d error %d, want -1 and none", p.Partition, p.Offset, p.ErrorCode)
+		}
+	}
+}
+
+// TestOffsetsExpire: the committed offsets of a group with no members
+// expire after the retention, deleted through Raft on every replica.
+func TestOffsetsExpire(t *testing.T) {
+	c := NewCluster(t, Brokers(3), WithConfig(func(cfg *broker.Config) {
+		cfg.OffsetsRetention = time.Second
+		cfg.OffsetsRetentionCheckInterval = 200 * time.Millisecond
+	}))
+	createReplicated(t, c, "exp", 1, 3)
+	adm := c.Admin(t)
+	ctx := testContext(t, time.Minute)
+	os := make(kadm.Offsets)
+	os.Add(kadm.Offset{Topic: "exp", Partition: 0, At: 3, LeaderEpoch: -1})
+	eventually(t, 30*time.Second, "a commit", func() bool {
+		resp, err := adm.CommitOffsets(ctx, "gexp", os)
+		return err == nil && resp.Error() == nil
+	})
+	got, err := adm.FetchOffsets(ctx, "gexp")
+	if o, ok := got.Lookup("exp", 0); err != nil || !ok || o.At != 3 {
+		t.Fatalf("committed offset right after the commit: %+v %v", o, err)
+	}
+	eventually(t, 30*time.Second, "the offset expired", func() bool {
+		got, err := adm.FetchOffsets(ctx, "gexp")
+		_, ok := got.Lookup("exp", 0)
+		return err == nil && !ok
+	})
 }
