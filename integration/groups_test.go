@@ -48,15 +48,36 @@ func produceValues(t *testing.T, c *Cluster, topic, prefix string, n int) []stri
 
 // groupMember is one franz-go group consumer that records what it reads.
 type groupMember struct {
-	cl   *kgo.Client
-	stop chan struct{}
-	done chan struct{}
+	cl     *kgo.Client
+	stop   chan struct{}
+	done   chan struct{}
+	strict bool // commit after every poll, rebalances held until then
 }
 
 // seenLog collects consumed values from all members.
 type seenLog struct {
-	mu   sync.Mutex
-	seen map[string]int
+	mu         sync.Mutex
+	seen       map[string]int
+	commitErrs []error
+}
+
+func (s *seenLog) commitErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.commitErrs = append(s.commitErrs, err)
+}
+
+// dups lists the values read more than once.
+func (s *seenLog) dups() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for v, n := range s.seen {
+		if n > 1 {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (s *seenLog) add(v string) {
@@ -83,11 +104,16 @@ func (s *seenLog) has(vals []string) (missing int) {
 // (cooperative-sticky, autocommit, commit on revoke).
 func startMember(t *testing.T, c *Cluster, group, topic string, log *seenLog, opts ...kgo.Opt) *groupMember {
 	t.Helper()
+	return startMemberMode(t, c, group, topic, log, false, opts...)
+}
+
+func startMemberMode(t *testing.T, c *Cluster, group, topic string, log *seenLog, strict bool, opts ...kgo.Opt) *groupMember {
+	t.Helper()
 	all := append([]kgo.Opt{kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200 * time.Millisecond),
 		kgo.AutoCommitInterval(200 * time.Millisecond)}, opts...)
 	cl := c.Client(t, all...)
-	m := &groupMember{cl: cl, stop: make(chan struct{}), done: make(chan struct{})}
+	m := &groupMember{cl: cl, stop: make(chan struct{}), done: make(chan struct{}), strict: strict}
 	go func() {
 		defer close(m.done)
 		for {
@@ -101,15 +127,33 @@ func startMember(t *testing.T, c *Cluster, group, topic string, log *seenLog, op
 			}()
 			fs := cl.PollFetches(ctx)
 			cancel()
+			// Recorded even when stopping: close commits what was polled.
+			fs.EachRecord(func(r *kgo.Record) { log.add(string(r.Value)) })
+			if m.strict {
+				// Commit what this poll returned before a rebalance may
+				// take its partitions away, then let it proceed.
+				if err := cl.CommitUncommittedOffsets(context.Background()); err != nil {
+					log.commitErr(err)
+				}
+				cl.AllowRebalance()
+			}
 			select {
 			case <-m.stop:
 				return
 			default:
 			}
-			fs.EachRecord(func(r *kgo.Record) { log.add(string(r.Value)) })
 		}
 	}()
 	return m
+}
+
+// startStrictMember is startMember committing synchronously after every
+// poll and holding rebalances until it has (franz-go's
+// BlockRebalanceOnPoll): the way to read each record exactly once across
+// the members of a group.
+func startStrictMember(t *testing.T, c *Cluster, group, topic string, log *seenLog, opts ...kgo.Opt) *groupMember {
+	t.Helper()
+	return startMemberMode(t, c, group, topic, log, true, append([]kgo.Opt{kgo.BlockRebalanceOnPoll(), kgo.DisableAutoCommit()}, opts...)...)
 }
 
 // close stops polling and leaves the group, committing what it read.
@@ -130,8 +174,8 @@ func coordinatorSlot(t *testing.T, c *Cluster, group string) int {
 }
 
 // TestConsumerGroups: three franz-go members of one group consume a
-// 12-partition RF=3 topic with commits; every record is read at least
-// once; the group's committed offsets reach the end (kadm lag 0). The
+// 12-partition RF=3 topic, each committing after every poll before it lets
+// a rebalance proceed; every record is read exactly once across them; the group's committed offsets reach the end (kadm lag 0). The
 // coordinator's broker is then killed: the commits survive (a new member
 // resumes exactly at them, reading only what was produced afterwards) and
 // DescribeGroups through the new coordinator shows the group.
@@ -144,11 +188,17 @@ func TestConsumerGroups(t *testing.T) {
 	var log seenLog
 	var members []*groupMember
 	for range 3 {
-		members = append(members, startMember(t, c, group, topic, &log))
+		members = append(members, startStrictMember(t, c, group, topic, &log))
 	}
 	eventually(t, 60*time.Second, "every record consumed", func() bool { return log.has(first) == 0 })
 	for _, m := range members {
 		m.close(t)
+	}
+	// The members joined one after another, so partitions moved between
+	// them; with each poll committed before a rebalance may proceed, no
+	// record was read twice.
+	if d := log.dups(); len(d) > 0 {
+		t.Fatalf("%d records read more than once across the members, e.g. %q (commit errors: %v)", len(d), d[0], log.commitErrs)
 	}
 
 	adm := c.Admin(t)
@@ -516,6 +566,13 @@ func TestGroupAdmin(t *testing.T) {
 	none, err := adm.FetchOffsets(ctx, "never-existed")
 	if err != nil || none.Error() != nil {
 		t.Fatalf("fetch for an unknown group: %v %v", err, none.Error())
+	}
+	md, err := adm.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := md.Topics["__consumer_offsets"]; !ok || !d.IsInternal || len(d.Partitions) != 16 {
+		t.Fatalf("__consumer_offsets in Metadata: present %v internal %v partitions %d, want internal with 16", ok, d.IsInternal, len(d.Partitions))
 	}
 	listed, err := adm.ListGroups(ctx)
 	if err != nil {
