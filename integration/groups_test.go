@@ -665,3 +665,39 @@ func TestOffsetsExpire(t *testing.T) {
 		return err == nil && !ok
 	})
 }
+
+// TestCoordinatorKilledMidConsumption: two members consume while records
+// keep arriving, and the coordinator's broker is killed in the middle. The
+// members find the new coordinator; every record produced is consumed at
+// least once; after they close, the committed offsets are the end offsets
+// (nothing committed was lost with the coordinator).
+func TestCoordinatorKilledMidConsumption(t *testing.T) {
+	c := groupCluster(t)
+	const topic, group = "midkill", "g-midkill"
+	createReplicated(t, c, topic, 6, 3)
+	var log seenLog
+	var members []*groupMember
+	for range 2 {
+		members = append(members, startMember(t, c, group, topic, &log, kgo.SessionTimeout(10*time.Second)))
+	}
+	var all []string
+	all = append(all, produceValues(t, c, topic, "a", 600)...)
+	eventually(t, 60*time.Second, "the first records consumed", func() bool { return log.has(all) == 0 })
+	ci := coordinatorSlot(t, c, group)
+	c.Kill(ci)
+	t.Logf("killed the coordinator, broker slot %d", ci)
+	all = append(all, produceValues(t, c, topic, "b", 600)...)
+	eventually(t, 90*time.Second, "every record consumed after the kill", func() bool { return log.has(all) == 0 })
+	for _, m := range members {
+		m.close(t)
+	}
+	ctx := testContext(t, time.Minute)
+	eventually(t, 30*time.Second, "committed offsets at the end", func() bool {
+		lags, err := c.Admin(t).Lag(ctx, group)
+		if err != nil {
+			return false
+		}
+		l := lags[group]
+		return l.Error() == nil && len(l.Lag[topic]) == 6 && l.Lag.Total() == 0
+	})
+}
