@@ -2,6 +2,7 @@
 // static binary.
 //
 //	varve serve [flags]    run a broker
+//	varve health [flags]   check a broker's admin listener (/healthz, /readyz)
 //
 // Every flag of serve has an environment variable (VARVE_ plus the flag
 // name in upper case with dashes as underscores) and a key in the optional
@@ -23,6 +24,10 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = runServe(os.Args[2:])
+	case "health":
+		err = runHealth(os.Args[2:])
+	case "produce", "consume", "topic", "group", "cluster":
+		os.Exit(runTool(os.Args[1], os.Args[2:]))
 	case "help", "-h", "--help":
 		usage()
 		return
@@ -42,5 +47,11 @@ func usage() {
 
 Commands:
   serve    run a broker (varve serve --help for its flags)
+  health   exit 0 if a broker's /healthz (or /readyz with --ready) answers 200
+  produce  write lines of stdin to a topic (varve produce --help)
+  consume  print a topic's records, kcat-style or as JSON (varve consume --help)
+  topic    create, list, describe, delete, alter-config
+  group    list, describe (lag), delete, reset-offsets
+  cluster  info: brokers, controller, partition health
 `)
 }

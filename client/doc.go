@@ -1,0 +1,10 @@
+// Package client is a thin layer over franz-go's kgo and kadm for the
+// varve command-line tools and for tests: one Config for every tool,
+// New that builds a client and proves a broker answers before anything
+// else happens, Kafka-compatible key partitioning, offset specifications
+// ("beginning", "end", "-1h", "@1700000000000", ...) resolved to concrete
+// offsets, and the kcat-style and JSON renderings of records.
+//
+// It reads no flags, environment or files (only cmd/ does); the errors it
+// returns fit on one line so a CLI can print them as they are.
+package client
