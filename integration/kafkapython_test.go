@@ -205,26 +205,40 @@ func TestKafkaPythonGroup(t *testing.T) {
 // partition of topic is that partition's end offset.
 func checkCommittedAtEnd(t *testing.T, ctx context.Context, adm *kadm.Client, group, topic string, partitions int) {
 	t.Helper()
-	committed, err := adm.FetchOffsets(ctx, group)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := committed.Error(); err != nil {
-		t.Fatalf("fetch offsets: %v", err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := 0
-	ends.Each(func(o kadm.ListedOffset) {
-		count++
-		got, ok := committed.Lookup(topic, o.Partition)
-		if o.Err != nil || !ok || got.At != o.Offset {
-			t.Errorf("partition %d: committed %+v, want the end %d (%v)", o.Partition, got, o.Offset, o.Err)
+	// Leadership may be moving (balancing): retry until every partition
+	// answers, then compare.
+	var why string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last mismatch: %s", why)
 		}
+	}()
+	eventually(t, 30*time.Second, "committed offsets at the end offsets", func() bool {
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err == nil {
+			err = committed.Error()
+		}
+		if err != nil {
+			why = err.Error()
+			return false
+		}
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			why = err.Error()
+			return false
+		}
+		count, bad := 0, ""
+		ends.Each(func(o kadm.ListedOffset) {
+			count++
+			got, ok := committed.Lookup(topic, o.Partition)
+			if o.Err != nil || !ok || got.At != o.Offset {
+				bad = fmt.Sprintf("partition %d: committed %+v, want the end %d (%v)", o.Partition, got, o.Offset, o.Err)
+			}
+		})
+		if count != partitions {
+			bad = fmt.Sprintf("%d end offsets listed, want %d", count, partitions)
+		}
+		why = bad
+		return bad == ""
 	})
-	if count != partitions {
-		t.Fatalf("%d end offsets listed, want %d", count, partitions)
-	}
 }
