@@ -24,7 +24,8 @@ import (
 //	               that and while it shuts down
 //	/metrics       Prometheus metrics from this broker's own registry (no
 //	               global registry: several brokers share a test process),
-//	               the Raft gauges of metrics_raft.go among them
+//	               the Raft gauges of metrics_raft.go and the per-API request
+//	               counts and latencies of metrics_requests.go among them
 //	/debug/pprof/  the Go profiler
 func (b *Broker) ServeAdmin(ln net.Listener) error {
 	reg := prometheus.NewRegistry()
@@ -36,6 +37,7 @@ func (b *Broker) ServeAdmin(ln net.Listener) error {
 		Name: "varve_partitions_failed", Help: "Partitions that refuse writes after a storage failure.",
 	}, func() float64 { return float64(len(b.failedPartitions())) }))
 	reg.MustRegister(newRaftCollector(b))
+	reg.MustRegister(b.reqMetrics.collectors()...)
 
 	rd := &readiness{}
 	b.goTracked(func() { rd.watch(b) })

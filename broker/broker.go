@@ -48,6 +48,7 @@ type Broker struct {
 	leaders         leaderPublisher // leaderships to publish in batches (leaders.go)
 	creatingOffsets atomic.Bool     // ensureOffsetsTopic is running
 	gstate          groupState      // consumer groups and committed offsets (groups.go)
+	reqMetrics      *requestMetrics // per-API request counts and latency (metrics_requests.go)
 
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
@@ -136,6 +137,7 @@ func New(cfg Config) (*Broker, error) {
 		advertised: map[string]hostPort{},
 		meta:       metadata.NewFSMAtLevel(cfg.MaxFeatureLevel),
 		recCh:      make(chan struct{}),
+		reqMetrics: newRequestMetrics(newAPISet()),
 	}
 	if err := b.newMux(); err != nil {
 		cancel()
@@ -320,7 +322,7 @@ func (b *Broker) Handle(ctx context.Context, req *protocol.Request) (kmsg.Respon
 	if !ok {
 		return nil, fmt.Errorf("broker: api key %d is not served", req.Key)
 	}
-	return a.handle(b, ctx, req)
+	return b.reqMetrics.observe(ctx, req, func(ctx context.Context) (kmsg.Response, error) { return a.handle(b, ctx, req) })
 }
 
 // goBackground runs fn every interval until Shutdown.
