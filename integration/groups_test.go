@@ -208,8 +208,16 @@ func TestConsumerGroups(t *testing.T) {
 	// The members joined one after another, so partitions moved between
 	// them; with each poll committed before a rebalance may proceed, no
 	// record was read twice.
-	if d := log.dups(); len(d) > 0 {
-		t.Fatalf("%d records read more than once across the members, e.g. %q (commit errors: %v)", len(d), d[0], log.commitErrs)
+	// Only when every commit succeeded: a member fenced by the coordinator
+	// (its session or rebalance timeout passed, as happens on a starved
+	// machine) cannot commit, and re-reading its records is then correct.
+	log.mu.Lock()
+	commitErrs := slices.Clone(log.commitErrs)
+	log.mu.Unlock()
+	if d := log.dups(); len(d) > 0 && len(commitErrs) == 0 {
+		t.Fatalf("%d records read more than once across the members, e.g. %q, with every commit successful", len(d), d[0])
+	} else if len(d) > 0 {
+		t.Logf("%d records read twice after %d failed commits (%v): at least once holds, exactly once was not promised", len(d), len(commitErrs), commitErrs[0])
 	}
 
 	adm := c.Admin(t)
