@@ -104,6 +104,9 @@ type GroupConfig struct {
 	// MaxEntryBytes caps how many bytes of produce batches are aggregated
 	// into one entry (a single larger batch goes alone). Default 1 MiB.
 	MaxEntryBytes int
+	// Metrics receives commit latencies, leadership changes and WAL fsync
+	// latencies; the zero value reports nothing.
+	Metrics Metrics
 }
 
 // Group is one partition replica kept by its own Raft group. The leader
@@ -185,6 +188,7 @@ func OpenGroup(cfg GroupConfig) (*Group, error) {
 		mux:       cfg.Mux,
 		timing:    cfg.Timing,
 		noSync:    cfg.WriteCaching,
+		walSync:   cfg.Metrics.WALSync,
 		logger:    cfg.Logger,
 		source:    snapSource{g.fsm},
 		trailing:  cfg.TrailingLogs,
@@ -254,6 +258,9 @@ func (g *Group) watchLeadership() {
 		case <-g.done:
 			return
 		case leader := <-g.node.notify:
+			if g.cfg.Metrics.Leadership != nil {
+				g.cfg.Metrics.Leadership(leader)
+			}
 			if !leader {
 				if g.ready.Swap(0) != 0 {
 					g.logger.Info("lost partition leadership", "term", g.node.raft.CurrentTerm())

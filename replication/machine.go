@@ -42,6 +42,8 @@ type MachineConfig struct {
 	Join bool
 	// Rejoin starts a voter that lost its state (see GroupConfig.Rejoin).
 	Rejoin bool
+	// Metrics: only WALSync is used (the metadata group's WAL fsyncs).
+	Metrics Metrics
 }
 
 // Machine is a StateMachine replicated by one Raft group.
@@ -73,6 +75,7 @@ func OpenMachine(cfg MachineConfig, sm StateMachine) (*Machine, error) {
 		fs:             cfg.FS,
 		mux:            cfg.Mux,
 		timing:         cfg.Timing,
+		walSync:        cfg.Metrics.WALSync,
 		logger:         cfg.Logger,
 		trailing:       1024,
 		threshold:      4096,

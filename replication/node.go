@@ -73,6 +73,7 @@ type nodeConfig struct {
 	mux       *transport.Mux
 	timing    Timing
 	noSync    bool
+	walSync   func(time.Duration) // wal.Options.OnSync; may be nil
 	logger    *slog.Logger
 	source    snapstore.Source
 	trailing  uint64
@@ -159,7 +160,7 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 	if fsys == nil {
 		fsys = vfs.OS{}
 	}
-	wl, err := wal.Open(wal.Options{Dir: path.Join(cfg.dir, "wal"), FS: fsys, NoSync: cfg.noSync, Logger: cfg.logger})
+	wl, err := wal.Open(wal.Options{Dir: path.Join(cfg.dir, "wal"), FS: fsys, NoSync: cfg.noSync, Logger: cfg.logger, OnSync: cfg.walSync})
 	if err != nil {
 		return nil, err
 	}

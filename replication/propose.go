@@ -104,6 +104,7 @@ func (g *Group) propose(take []*proposal) {
 	for i, p := range take {
 		batches[i] = p.batch
 	}
+	start := time.Now()
 	f := g.node.raft.Apply(encodeProduce(g.now().UnixMilli(), batches), applyTimeout)
 	if err := g.applyError(f); err != nil {
 		finish(err)
@@ -111,6 +112,9 @@ func (g *Group) propose(take []*proposal) {
 	}
 	switch r := f.Response().(type) {
 	case *produceApplied:
+		if g.cfg.Metrics.Committed != nil {
+			g.cfg.Metrics.Committed(time.Since(start))
+		}
 		for i, p := range take {
 			p.res, p.err = r.results[i], r.errs[i]
 			close(p.done)

@@ -59,6 +59,14 @@ type Config struct {
 	// the broker can persist a tombstone.
 	OnDeleted func(group string)
 
+	// OnRebalance, if set, counts rebalances for metrics: it is called with
+	// false when a join phase ends with members and the next generation
+	// enters CompletingRebalance, and with true when the leader's SyncGroup
+	// completes that generation (Stable). Unlike the callbacks above it runs
+	// with the group's lock held, so it must be cheap (a counter), must not
+	// block and must not call Groups.
+	OnRebalance func(completed bool)
+
 	// Logger receives rebalance and expiry events. Nil discards.
 	Logger *slog.Logger
 }

@@ -359,6 +359,9 @@ func (grp *group) completeJoinLocked() {
 		return
 	}
 	grp.state = groupStateCompleting
+	if grp.gs.cfg.OnRebalance != nil {
+		grp.gs.cfg.OnRebalance(false)
+	}
 	grp.protocol = grp.selectProtocolLocked()
 	grp.pendingSync = make(map[string]bool, len(grp.members))
 	grp.syncDeadline = now.Add(grp.maxRebalanceTimeoutLocked())
@@ -445,6 +448,9 @@ func (grp *group) completeSyncLocked(assignments []kmsg.SyncGroupRequestGroupAss
 		}
 	}
 	grp.state = groupStateStable
+	if grp.gs.cfg.OnRebalance != nil {
+		grp.gs.cfg.OnRebalance(true)
+	}
 	grp.gs.log.Info("group stable", "group", grp.id, "generation", grp.generation, "members", len(grp.members))
 	grp.gs.emit(groupEvent{kind: groupEventStable, snap: grp.snapshotLocked()})
 }

@@ -41,6 +41,7 @@ func Open(opts Options) (*Log, error) {
 		segBytes: opts.SegmentBytes,
 		noSync:   opts.NoSync,
 		logger:   opts.Logger.With("dir", dir),
+		onSync:   opts.OnSync,
 	}
 	if err := vfs.MkdirAllDurable(l.fsys, dir); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)

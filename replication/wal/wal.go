@@ -54,6 +54,11 @@ type Options struct {
 	NoSync bool
 	// Logger receives recovery and failure reports; nil discards.
 	Logger *slog.Logger
+	// OnSync, if set, is told how long each successful fdatasync of a
+	// segment took (the broker's fsync latency histogram; this package
+	// imports no metrics library). It runs on the writer, under writeMu,
+	// so it must be cheap and must not call the Log.
+	OnSync func(time.Duration)
 }
 
 // Log is a raft.LogStore and raft.StableStore backed by an append-only,
@@ -68,6 +73,7 @@ type Log struct {
 	segBytes int64
 	noSync   bool
 	logger   *slog.Logger
+	onSync   func(time.Duration) // Options.OnSync; may be nil
 
 	// writeMu serialises StoreLogs, DeleteRange, Sync and Close, and is
 	// held across their file writes and fsyncs. The writer reads segs,
@@ -348,11 +354,15 @@ func (l *Log) createSegment(first uint64) (*segment, error) {
 func (l *Log) syncSegment(s *segment) error {
 	start := time.Now()
 	err := s.f.Sync()
-	if d := time.Since(start); d > slowSync {
+	d := time.Since(start)
+	if d > slowSync {
 		l.logger.Warn("slow fdatasync", "file", s.path, "took", d)
 	}
 	if err != nil {
 		return l.fail("sync "+s.path, err)
+	}
+	if l.onSync != nil {
+		l.onSync(d)
 	}
 	return nil
 }
