@@ -21,6 +21,13 @@ const (
 	DefaultIdleTimeout = 10 * time.Minute
 	// DefaultFrameTimeout bounds how long a started frame may take to arrive.
 	DefaultFrameTimeout = 30 * time.Second
+	// DefaultMaxPartitionsPerRequest bounds the partitions one request
+	// names. Kafka has no such limit (only the request size); this one is
+	// far above what a client sends (a broker holds at most 10,000
+	// partitions by default) and far below what fits in a 100 MiB frame
+	// (over 10 million), so the per-partition work and the response of a
+	// request stay bounded.
+	DefaultMaxPartitionsPerRequest = 100_000
 )
 
 // minFrameSize is the smallest frame that can hold a request header's fixed
@@ -65,8 +72,29 @@ type Config struct {
 
 	// MaxConnections caps the open connections of the Server (all listeners
 	// together); 0 means unlimited. Connections accepted beyond it are
-	// closed immediately and logged.
+	// closed immediately and logged. Ignored (must be 0) when Conns is set.
 	MaxConnections int
+
+	// MaxConnectionsPerIP caps the open connections from one client IP
+	// address (Kafka's max.connections.per.ip), so that one host leaking
+	// connections cannot take every slot of MaxConnections; 0 means
+	// unlimited. Refused like MaxConnections. Must be 0 when Conns is set.
+	MaxConnectionsPerIP int
+
+	// Conns, when set, enforces the connection caps instead of
+	// MaxConnections and MaxConnectionsPerIP, shared with every other
+	// Server given the same ConnLimits (one budget for all of a broker's
+	// listeners). Nil: the Server makes its own from those two fields.
+	Conns *ConnLimits
+
+	// MaxPartitionsPerRequest caps the partitions one request names
+	// (counted as partitionPaths describes: every entry of every partition
+	// list, or a topic where a request lists topics only). A request over
+	// it closes the connection, logged, before the Handler sees it: the
+	// protocol layer has no error code to answer with, and answering every
+	// partition would cost what the limit exists to avoid. Default
+	// DefaultMaxPartitionsPerRequest.
+	MaxPartitionsPerRequest int
 
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
@@ -100,6 +128,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnections < 0 {
 		errs = append(errs, fmt.Errorf("protocol: MaxConnections %d must not be negative", c.MaxConnections))
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		errs = append(errs, fmt.Errorf("protocol: MaxConnectionsPerIP %d must not be negative", c.MaxConnectionsPerIP))
+	}
+	if c.Conns != nil && (c.MaxConnections != 0 || c.MaxConnectionsPerIP != 0) {
+		errs = append(errs, errors.New("protocol: set either Conns or MaxConnections and MaxConnectionsPerIP, not both"))
+	}
+	if c.MaxPartitionsPerRequest < 1 {
+		errs = append(errs, fmt.Errorf("protocol: MaxPartitionsPerRequest %d must be at least 1", c.MaxPartitionsPerRequest))
 	}
 	return errors.Join(errs...)
 }
@@ -153,6 +190,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FrameTimeout == 0 {
 		c.FrameTimeout = DefaultFrameTimeout
+	}
+	if c.MaxPartitionsPerRequest == 0 {
+		c.MaxPartitionsPerRequest = DefaultMaxPartitionsPerRequest
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -7,12 +7,12 @@ import (
 )
 
 func TestValidateReportsEveryProblem(t *testing.T) {
-	cfg := Config{MaxConnections: -1} // and every other field zero
+	cfg := Config{MaxConnections: -1, MaxConnectionsPerIP: -1} // and every other field zero
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("zero Config validated")
 	}
-	for _, want := range []string{"Versions", "MaxRequestBytes", "MaxInFlight", "IdleTimeout", "FrameTimeout", "MaxConnections"} {
+	for _, want := range []string{"Versions", "MaxRequestBytes", "MaxInFlight", "IdleTimeout", "FrameTimeout", "MaxConnections", "MaxConnectionsPerIP", "MaxPartitionsPerRequest"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
@@ -66,7 +66,8 @@ func TestNewServerDefaults(t *testing.T) {
 	}
 	c := s.cfg
 	if c.MaxRequestBytes != 100<<20 || c.MaxInFlight != 32 || c.IdleTimeout != 10*time.Minute ||
-		c.FrameTimeout != 30*time.Second || c.MaxConnections != 0 || c.Logger == nil {
+		c.FrameTimeout != 30*time.Second || c.MaxConnections != 0 || c.MaxConnectionsPerIP != 0 ||
+		c.MaxPartitionsPerRequest != 100_000 || c.Logger == nil {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	if _, err := NewServer(Config{Versions: testVersions}, nil); err == nil {
@@ -74,5 +75,9 @@ func TestNewServerDefaults(t *testing.T) {
 	}
 	if _, err := NewServer(Config{Versions: testVersions, MaxRequestBytes: 7}, newFakeHandler()); err == nil {
 		t.Fatal("MaxRequestBytes 7 accepted")
+	}
+	shared := NewConnLimits(5, 0)
+	if _, err := NewServer(Config{Versions: testVersions, Conns: shared, MaxConnectionsPerIP: 2}, newFakeHandler()); err == nil {
+		t.Fatal("Conns together with MaxConnectionsPerIP accepted")
 	}
 }

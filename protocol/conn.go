@@ -47,6 +47,7 @@ type conn struct {
 	nc   net.Conn
 	br   *bufio.Reader // read goroutine only
 	info ConnInfo
+	ip   string // the client IP counted by the server's ConnLimits
 	log  *slog.Logger
 
 	// ctx is given to Handle. It is cancelled when the writer exits (the
@@ -242,6 +243,14 @@ func (c *conn) serveFrame(frame []byte) (keep bool) {
 	}
 	key, version = req.Key, req.Version
 	req.Conn = &c.info
+	if limit := c.srv.cfg.MaxPartitionsPerRequest; limit > 0 {
+		if n := countPartitions(req.Body, c.srv.counters[key], limit); n > limit {
+			c.log.Warn("too many partitions in one request, closing connection",
+				"api_key", key, "version", version, "correlation_id", req.CorrelationID,
+				"max_partitions_per_request", limit)
+			return false
+		}
+	}
 
 	resp, err := c.srv.h.Handle(c.ctx, req)
 	switch {

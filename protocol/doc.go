@@ -58,8 +58,16 @@
 //     responses is eventually dropped.
 //   - Config.FrameTimeout bounds the time to receive the rest of a frame once
 //     its first byte has arrived (slow-loris protection).
-//   - Config.MaxConnections caps the connections per Server; further accepts
-//     are closed at once.
+//   - Config.MaxConnections and Config.MaxConnectionsPerIP cap the open
+//     connections in total and per client IP address; a connection over
+//     either is closed as soon as it is accepted, before anything is read or
+//     allocated for it, and the refusals are logged at most once a second
+//     with a count. Servers given one shared Config.Conns (a ConnLimits)
+//     share its caps: the broker's listeners together, as in Kafka.
+//   - Config.MaxPartitionsPerRequest caps the partitions a decoded request
+//     names (every entry of every Partitions list, or each topic of a list
+//     of topics that names no partitions); a request over it closes the
+//     connection before the Handler sees it.
 //   - A decoded request may hold up to Config.MaxRequestBytes of frame plus
 //     what kmsg allocates for it; kmsg bounds array lengths by the bytes left
 //     in the frame, so that is a constant factor of the frame size.

@@ -73,10 +73,17 @@ type Server struct {
 	closing atomic.Bool        // set under mu when Shutdown begins; read lock-free by connections
 	nextID  atomic.Uint64
 
+	limits   *ConnLimits           // Config.Conns, or the Server's own
+	counters map[int16][]countPath // partition lists per served key; read-only
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[*conn]struct{}
 	wg        sync.WaitGroup // every goroutine of the server, and each Serve call
+	// refusals rate-limits the log of connections refused by the caps: a
+	// flood is logged once a second with a count, not once per connection.
+	refusedLogged time.Time
+	refusedQuiet  int
 }
 
 // NewServer applies defaults to the zero fields of cfg, validates it and
@@ -90,15 +97,21 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits := cfg.Conns
+	if limits == nil {
+		limits = NewConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg:     cfg,
-		h:       h,
-		log:     cfg.Logger.With("listener", cfg.Listener),
-		baseCtx: ctx,
-		cancel:  cancel,
-		closed:  make(chan struct{}),
-		conns:   make(map[*conn]struct{}),
+		cfg:      cfg,
+		h:        h,
+		log:      cfg.Logger.With("listener", cfg.Listener),
+		baseCtx:  ctx,
+		cancel:   cancel,
+		closed:   make(chan struct{}),
+		conns:    make(map[*conn]struct{}),
+		limits:   limits,
+		counters: partitionCounters(cfg.Versions),
 	}, nil
 }
 
@@ -169,8 +182,9 @@ func (s *Server) removeListener(ln net.Listener) {
 }
 
 // startConn registers nc and starts its two goroutines, or closes it when the
-// server is shutting down or full. Both goroutines start under one lock
-// acquisition, so a connection never runs with only one of them.
+// server is shutting down or a connection cap is reached. Both goroutines
+// start under one lock acquisition, so a connection never runs with only one
+// of them.
 func (s *Server) startConn(nc net.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -178,17 +192,39 @@ func (s *Server) startConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	if s.cfg.MaxConnections > 0 && len(s.conns) >= s.cfg.MaxConnections {
-		s.log.Warn("too many connections, closing new connection",
-			"remote", nc.RemoteAddr().String(), "max", s.cfg.MaxConnections)
+	ip, err := s.limits.acquire(nc.RemoteAddr())
+	if err != nil {
 		nc.Close()
+		s.logRefusedLocked(nc.RemoteAddr(), err)
 		return
 	}
 	c := newConn(s, nc, s.nextID.Add(1))
+	c.ip = ip
 	s.conns[c] = struct{}{}
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); c.readLoop() }()
 	go func() { defer s.wg.Done(); c.writeLoop() }()
+}
+
+// refusedLogInterval is the least time between two logs of refused
+// connections.
+const refusedLogInterval = time.Second
+
+// logRefusedLocked logs a connection refused by a cap: the first at once,
+// then at most one line per refusedLogInterval counting those in between.
+// Called with s.mu held.
+func (s *Server) logRefusedLocked(remote net.Addr, err error) {
+	now := time.Now()
+	if now.Sub(s.refusedLogged) < refusedLogInterval {
+		s.refusedQuiet++
+		return
+	}
+	var le *limitError
+	errors.As(err, &le)
+	s.log.Warn("connection limit reached, closing new connection",
+		"remote", remote.String(), "limit", le.cap, "max", le.max,
+		"refused_since_last_log", s.refusedQuiet)
+	s.refusedLogged, s.refusedQuiet = now, 0
 }
 
 // removeConn is called by the last of a connection's goroutines to exit.
@@ -196,6 +232,7 @@ func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
+	s.limits.release(c.ip)
 }
 
 // Shutdown stops accepting, lets each connection finish the request in
