@@ -71,6 +71,7 @@ type Broker struct {
 	// by Serve.
 	advertised map[string]hostPort
 	servers    []*protocol.Server
+	conns      *protocol.ConnLimits // the connection caps, shared by every listener; made by the first Serve
 	closed     bool
 
 	recMu      sync.Mutex
@@ -221,11 +222,21 @@ func (b *Broker) Serve(name string, ln net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("broker: listener %q: %w", name, err)
 	}
+	b.mu.Lock()
+	if b.conns == nil {
+		b.conns = protocol.NewConnLimits(max(b.cfg.MaxConnections, 0), max(b.cfg.MaxConnectionsPerIP, 0))
+	}
+	conns := b.conns
+	b.mu.Unlock()
 	srv, err := protocol.NewServer(protocol.Config{
-		Listener:        name,
-		Versions:        b.apis.versionRange,
-		MaxRequestBytes: b.cfg.MaxRequestBytes,
-		Logger:          b.logger,
+		Listener:                name,
+		Versions:                b.apis.versionRange,
+		MaxRequestBytes:         b.cfg.MaxRequestBytes,
+		IdleTimeout:             b.cfg.IdleTimeout,
+		FrameTimeout:            b.cfg.FrameTimeout,
+		Conns:                   conns,
+		MaxPartitionsPerRequest: b.cfg.MaxPartitionsPerRequest,
+		Logger:                  b.logger,
 	}, b)
 	if err != nil {
 		return err

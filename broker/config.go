@@ -89,8 +89,34 @@ type Config struct {
 	// (fetch.max.bytes). Default 55 MiB, Kafka's.
 	MaxFetchBytes int32
 	// MaxDecompressedBytes caps what one produced batch may decompress
-	// to while it is checked. Default 64 MiB.
+	// to while it is checked (compression bombs get MESSAGE_TOO_LARGE).
+	// Default 64 MiB; at least 1 MiB.
 	MaxDecompressedBytes int64
+	// MaxConnections caps the open Kafka connections of this broker, all
+	// listeners together (max.connections). Connections over it are closed
+	// as soon as they are accepted. Default 10,000: each costs two
+	// goroutines, buffers and a file descriptor, and Kafka's own default
+	// (unlimited) lets a connection leak exhaust the process's descriptors.
+	// Negative: no cap.
+	MaxConnections int
+	// MaxConnectionsPerIP caps the open Kafka connections from one client
+	// IP address (max.connections.per.ip), so that one host leaking
+	// connections cannot take every slot of MaxConnections. Default 1,000
+	// (Kafka's is unlimited); clients behind one NAT share it. Negative: no
+	// cap.
+	MaxConnectionsPerIP int
+	// IdleTimeout closes a Kafka connection that sends no request for this
+	// long while none is in progress, and bounds each response write
+	// (connections.max.idle.ms). Default 10 min, Kafka's.
+	IdleTimeout time.Duration
+	// FrameTimeout closes a Kafka connection whose request frame has begun
+	// but not fully arrived after this long (slow-loris clients). Kafka has
+	// no equivalent. Default 30 s.
+	FrameTimeout time.Duration
+	// MaxPartitionsPerRequest caps the partitions one request names (or
+	// the topics, for requests that name no partitions); a request over it
+	// closes the connection, logged. Default 100,000.
+	MaxPartitionsPerRequest int
 	// FlushInterval is how often each partition is fsynced and
 	// checkpointed when it has new data. A single broker acknowledges
 	// writes once they are in its segment files (page cache); fsync
@@ -187,6 +213,21 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxDecompressedBytes == 0 {
 		c.MaxDecompressedBytes = 64 << 20
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 10_000
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = 1_000
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = 30 * time.Second
+	}
+	if c.MaxPartitionsPerRequest == 0 {
+		c.MaxPartitionsPerRequest = 100_000
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = time.Second
@@ -289,6 +330,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDecompressedBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("max decompressed bytes %d below 1 MiB", c.MaxDecompressedBytes))
+	}
+	if c.IdleTimeout < 0 || c.FrameTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %v and frame timeout %v must be positive", c.IdleTimeout, c.FrameTimeout))
+	}
+	if c.MaxPartitionsPerRequest < 0 {
+		errs = append(errs, fmt.Errorf("max partitions per request %d is negative", c.MaxPartitionsPerRequest))
 	}
 	if c.FlushInterval < 0 || c.RetentionCheckInterval < 0 {
 		errs = append(errs, errors.New("intervals must not be negative"))
