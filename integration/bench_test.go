@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -178,6 +179,9 @@ func forEachTarget(b *testing.B, body func(b *testing.B, env benchEnv)) {
 	rounds := benchRounds(b)
 	for r := range rounds {
 		for _, tgt := range benchTargets() {
+			if !benchWanted(tgt.name) {
+				continue
+			}
 			name := "broker=" + tgt.name
 			if rounds > 1 {
 				name = fmt.Sprintf("round=%d/%s", r+1, name)
@@ -185,6 +189,17 @@ func forEachTarget(b *testing.B, body func(b *testing.B, env benchEnv)) {
 			b.Run(name, func(b *testing.B) { body(b, tgt.start(b)) })
 		}
 	}
+}
+
+// benchWanted reports whether VARVE_BENCH_TARGETS (a comma-separated list
+// of target names; empty means all) selects the target, so a profile or a
+// quick comparison can run two targets without the others' minutes.
+func benchWanted(name string) bool {
+	list := os.Getenv("VARVE_BENCH_TARGETS")
+	if list == "" {
+		return true
+	}
+	return slices.Contains(strings.Split(list, ","), name)
 }
 
 func benchClient(b *testing.B, addrs []string, opts ...kgo.Opt) *kgo.Client {
@@ -307,24 +322,87 @@ func (st raftStats) report(b *testing.B, before raftStats, produced int64) {
 	}
 }
 
-// usage is the CPU time the whole process (client and every broker) has
-// used so far.
-type usage struct{ cpu time.Duration }
-
-func readUsage() usage {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return usage{}
-	}
-	return usage{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+// usage is what the whole process (client and every broker) has used so
+// far: CPU time, wall-clock time, and bytes sent to the storage layer.
+type usage struct {
+	cpu  time.Duration
+	wall time.Time
+	disk int64 // /proc/self/io write_bytes; -1 where unavailable
+	busy int64 // the busiest block device's io_ticks (ms); -1 where unavailable
 }
 
-// report adds the CPU ms per MB produced since before. On a machine whose
-// cores are all busy, throughput is about the CPU the process gets divided
-// by this, so two targets' ratio of it predicts their throughput ratio.
+func readUsage() usage {
+	u := usage{wall: time.Now(), disk: procWriteBytes(), busy: diskBusyMs()}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		u.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return u
+}
+
+// procWriteBytes is the bytes this process caused to be written to
+// storage (counted when pages are dirtied, so page-cache writes that a
+// later fsync or writeback sends to the disk count once).
+func procWriteBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// diskBusyMs is the largest io_ticks (milliseconds with I/O in flight)
+// over the machine's block devices: machine-wide, so it counts other jobs'
+// I/O too, but on a calm machine it says whether the disk was the limit.
+func diskBusyMs() int64 {
+	b, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		return -1
+	}
+	var most int64 = -1
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 13 {
+			continue
+		}
+		if n, err := strconv.ParseInt(f[12], 10, 64); err == nil && n > most {
+			most = n
+		}
+	}
+	return most
+}
+
+// report adds, since before: the CPU ms per MB produced (on a machine
+// whose cores are all busy, throughput is about the CPU the process gets
+// divided by this, so two targets' ratio of it predicts their throughput
+// ratio); the share of the time the busiest disk had I/O in flight; the
+// cores used on average (below the machine's count, the
+// target waited on something other than CPU); and the bytes written to
+// storage per byte produced (RF=3 on one disk: each replica's WAL and
+// segment).
 func (u usage) report(b *testing.B, before usage, produced int64) {
-	if produced > 0 && u.cpu > 0 {
+	if produced <= 0 {
+		return
+	}
+	if u.cpu > 0 {
 		b.ReportMetric(float64(u.cpu-before.cpu)/float64(time.Millisecond)/(float64(produced)/1e6), "cpu-ms/MB")
+	}
+	if wall := u.wall.Sub(before.wall); wall > 0 {
+		b.ReportMetric(float64(u.cpu-before.cpu)/float64(wall), "cores")
+		if u.busy >= 0 && before.busy >= 0 {
+			b.ReportMetric(float64(u.busy-before.busy)/float64(wall.Milliseconds()), "disk-busy")
+		}
+	}
+	if u.disk >= 0 && before.disk >= 0 {
+		b.ReportMetric(float64(u.disk-before.disk)/float64(produced), "disk-B/B")
 	}
 }
 
