@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -40,6 +41,7 @@ type serveFlags struct {
 	peers               string
 	clusterID           string
 	writeCaching        bool
+	limits              serveLimits
 	config              string
 }
 
@@ -60,7 +62,59 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.peers, "peers", "", "the metadata group's voters as id@host:raftport,... (identical on every broker; a broker not listed joins the running cluster as a learner); empty: a cluster of one")
 	fs.StringVar(&s.clusterID, "cluster-id", "", "cluster id fixed at the first start (default: derived from --peers, random without)")
 	fs.BoolVar(&s.writeCaching, "write-caching", false, "acknowledge writes before the Raft WAL's fsync (faster; a simultaneous power loss of a majority can lose acknowledged writes)")
+	s.limits.register(fs)
 	fs.StringVar(&s.config, "config", "", "optional YAML file with any of these flags as keys")
+}
+
+// serveLimits are the limits that protect a broker from its clients (the
+// README's Limits section), with the broker's defaults.
+type serveLimits struct {
+	maxRequestBytes         int
+	maxFetchBytes           int
+	maxDecompressedBytes    int64
+	maxConnections          int
+	maxConnectionsPerIP     int
+	idleTimeout             time.Duration
+	frameTimeout            time.Duration
+	maxPartitionsPerRequest int
+}
+
+func (l *serveLimits) register(fs *flag.FlagSet) {
+	fs.IntVar(&l.maxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted; a larger one closes the connection (socket.request.max.bytes)")
+	fs.IntVar(&l.maxFetchBytes, "max-fetch-bytes", 55<<20, "cap on one fetch response, whatever the client asks (fetch.max.bytes)")
+	fs.Int64Var(&l.maxDecompressedBytes, "max-decompressed-bytes", 64<<20, "cap on what one produced batch may decompress to; over it: MESSAGE_TOO_LARGE (at least 1 MiB)")
+	fs.IntVar(&l.maxConnections, "max-connections", 10_000, "cap on open Kafka connections, all listeners together (max.connections); negative: no cap")
+	fs.IntVar(&l.maxConnectionsPerIP, "max-connections-per-ip", 1_000, "cap on open Kafka connections from one client IP (max.connections.per.ip); negative: no cap")
+	fs.DurationVar(&l.idleTimeout, "idle-timeout", 10*time.Minute, "close a connection that sends no request for this long (connections.max.idle.ms)")
+	fs.DurationVar(&l.frameTimeout, "frame-timeout", 30*time.Second, "close a connection whose started request has not fully arrived after this long")
+	fs.IntVar(&l.maxPartitionsPerRequest, "max-partitions-per-request", 100_000, "cap on the partitions one request names; over it the connection is closed")
+}
+
+// apply copies the limits into cfg, refusing values the broker's int32
+// fields cannot hold.
+func (l *serveLimits) apply(cfg *broker.Config) error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+		dst  *int32
+	}{{"--max-request-bytes", l.maxRequestBytes, &cfg.MaxRequestBytes}, {"--max-fetch-bytes", l.maxFetchBytes, &cfg.MaxFetchBytes}} {
+		if f.v < 1 || f.v > math.MaxInt32 {
+			errs = append(errs, fmt.Errorf("%s %d out of range (1 to %d)", f.name, f.v, math.MaxInt32))
+			continue
+		}
+		*f.dst = int32(f.v)
+	}
+	if l.idleTimeout <= 0 || l.frameTimeout <= 0 || l.maxPartitionsPerRequest < 1 {
+		errs = append(errs, errors.New("--idle-timeout, --frame-timeout and --max-partitions-per-request must be positive"))
+	}
+	cfg.MaxDecompressedBytes = l.maxDecompressedBytes
+	cfg.MaxConnections = l.maxConnections
+	cfg.MaxConnectionsPerIP = l.maxConnectionsPerIP
+	cfg.IdleTimeout = l.idleTimeout
+	cfg.FrameTimeout = l.frameTimeout
+	cfg.MaxPartitionsPerRequest = l.maxPartitionsPerRequest
+	return errors.Join(errs...)
 }
 
 // resolveSettings applies the YAML file, then the environment, under the
@@ -180,6 +234,9 @@ func runServe(args []string) error {
 		AutoCreateTopics:  s.autoCreateTopics,
 		DefaultPartitions: int32(s.numPartitions),
 		Logger:            logger,
+	}
+	if err := s.limits.apply(&cfg); err != nil {
+		return err
 	}
 	b, err := broker.New(cfg)
 	if err != nil {
