@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/varvelog/varve/broker"
+	"github.com/varvelog/varve/integration/netfault"
 	"github.com/varvelog/varve/partition/vfs"
 	"github.com/varvelog/varve/replication"
 )
@@ -34,7 +35,7 @@ type Cluster struct {
 	disk  bool // OnDisk: keep the real filesystem for several brokers
 	base  broker.Config
 	nodes []*node
-	net   *network
+	net   *netfault.Network // every Raft connection goes through it (netfault.go)
 	seed  uint64
 	// addrMu guards the nodes slice and each node's raftAddr against the
 	// dialers' idOf, which runs on transport goroutines: AddBroker grows
@@ -95,11 +96,12 @@ func testTimings(cfg *broker.Config) {
 // when the test ends.
 func NewCluster(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, size: 1, net: newNetwork(), seed: uint64(time.Now().UnixNano())}
+	c := &Cluster{t: t, size: 1, seed: uint64(time.Now().UnixNano())}
 	testTimings(&c.base)
 	for _, o := range opts {
 		o(c)
 	}
+	c.net = netfault.New(c.seed)
 	if c.size > 1 && !c.disk {
 		c.mem = true
 	}
@@ -181,8 +183,8 @@ func (c *Cluster) start(i int) error {
 	if err != nil {
 		return fmt.Errorf("broker %d: raft listener: %w", n.id, err)
 	}
-	cfg.RaftListener = c.net.listener(n.id, rln)
-	cfg.RaftDial = c.net.dialer(n.id, c.idOf)
+	cfg.RaftListener = c.net.Listener(n.id, rln)
+	cfg.RaftDial = c.net.Dialer(n.id, c.idOf)
 	b, err := broker.New(cfg)
 	if err != nil {
 		_ = rln.Close()
@@ -306,7 +308,7 @@ func (c *Cluster) Kill(i int) {
 	if n.broker == nil {
 		return
 	}
-	c.net.isolate(n.id, true)
+	c.net.Isolate(n.id, true)
 	c.seed++
 	rng := rand.New(rand.NewPCG(c.seed, uint64(n.id)))
 	image := n.mem.CrashClone(rng)
@@ -319,12 +321,12 @@ func (c *Cluster) Kill(i int) {
 	<-n.serving
 	n.mem = image
 	n.fs = image
-	c.net.isolate(n.id, false)
+	c.net.Isolate(n.id, false)
 }
 
 // Isolate cuts (or heals) every Raft link of broker i; Kafka clients still
 // reach it.
-func (c *Cluster) Isolate(i int, cut bool) { c.net.isolate(c.nodes[i].id, cut) }
+func (c *Cluster) Isolate(i int, cut bool) { c.net.Isolate(c.nodes[i].id, cut) }
 
 // Addr is the Kafka address of the first running broker.
 func (c *Cluster) Addr() string {
@@ -422,102 +424,6 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-// network tracks the Raft connections between brokers so Isolate can cut
-// them: every connection is dialed through it, and the listening side's
-// connections are tracked by broker id too.
-type network struct {
-	mu       sync.Mutex
-	isolated map[int32]bool
-	conns    map[int32]map[net.Conn]bool // by either end's broker id
-}
-
-func newNetwork() *network {
-	return &network{isolated: map[int32]bool{}, conns: map[int32]map[net.Conn]bool{}}
-}
-
-var errIsolated = errors.New("integration: link cut")
-
-func (nw *network) track(id int32, conn net.Conn) {
-	if nw.conns[id] == nil {
-		nw.conns[id] = map[net.Conn]bool{}
-	}
-	nw.conns[id][conn] = true
-}
-
-// isolate cuts (closes every connection and refuses new ones) or heals.
-func (nw *network) isolate(id int32, cut bool) {
-	nw.mu.Lock()
-	nw.isolated[id] = cut
-	var doomed []net.Conn
-	if cut {
-		for conn := range nw.conns[id] {
-			doomed = append(doomed, conn)
-		}
-		delete(nw.conns, id)
-	}
-	nw.mu.Unlock()
-	for _, conn := range doomed {
-		_ = conn.Close()
-	}
-}
-
-// dialer is broker from's RaftDial.
-func (nw *network) dialer(from int32, idOf func(string) int32) func(context.Context, string) (net.Conn, error) {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		to := idOf(addr)
-		nw.mu.Lock()
-		cut := nw.isolated[from] || nw.isolated[to]
-		nw.mu.Unlock()
-		if cut {
-			return nil, errIsolated
-		}
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		nw.mu.Lock()
-		defer nw.mu.Unlock()
-		if nw.isolated[from] || nw.isolated[to] {
-			_ = conn.Close()
-			return nil, errIsolated
-		}
-		nw.track(from, conn)
-		nw.track(to, conn)
-		return conn, nil
-	}
-}
-
-// listener wraps broker id's Raft listener: accepted connections are
-// tracked, and refused while it is isolated.
-func (nw *network) listener(id int32, ln net.Listener) net.Listener {
-	return &trackedListener{Listener: ln, nw: nw, id: id}
-}
-
-type trackedListener struct {
-	net.Listener
-	nw *network
-	id int32
-}
-
-func (l *trackedListener) Accept() (net.Conn, error) {
-	for {
-		conn, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		l.nw.mu.Lock()
-		if l.nw.isolated[l.id] {
-			l.nw.mu.Unlock()
-			_ = conn.Close()
-			continue
-		}
-		l.nw.track(l.id, conn)
-		l.nw.mu.Unlock()
-		return conn, nil
-	}
-}
-
 // String names the cluster in failure messages.
 func (c *Cluster) String() string {
 	var parts []string
@@ -600,21 +506,8 @@ func (c *Cluster) RaftAddr(i int) string {
 
 // RaftConnsTo counts the Raft connections broker from has dialed to broker
 // to's current Raft address since the cluster started (closed ones
-// included, as long as no Isolate of either forgot them). A peer's
-// configured address is only a hint, so this is how a test sees which
-// address a broker's raft traffic really goes to.
+// included). A peer's configured address is only a hint, so this is how a
+// test sees which address a broker's raft traffic really goes to.
 func (c *Cluster) RaftConnsTo(from, to int) int {
-	addr := c.RaftAddr(to)
-	id := c.nodes[from].id
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
-	k := 0
-	for conn := range c.net.conns[id] {
-		// Connections the broker accepted are tracked under its id too;
-		// their remote end is a dialer's ephemeral port, never a listener.
-		if ra := conn.RemoteAddr(); ra != nil && ra.String() == addr {
-			k++
-		}
-	}
-	return k
+	return c.net.DialsTo(c.nodes[from].id, c.RaftAddr(to))
 }
