@@ -13,6 +13,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -44,6 +45,12 @@ func handleOffsetCommit(b *Broker, ctx context.Context, req *protocol.Request) (
 	led, err := b.coordinatorFor(r.Group)
 	if err == nil {
 		err = led.groups.CheckCommit(r.Group, r.MemberID, r.InstanceID, r.Generation)
+		if errors.Is(err, kerr.GroupIDNotFound) && r.Version < 9 {
+			// Before v9 a commit with a generation to an unknown group
+			// answered ILLEGAL_GENERATION; clients of those versions
+			// handle only that (KIP-848 changed it with v9).
+			err = kerr.IllegalGeneration
+		}
 	}
 	if err != nil {
 		setAll(errorCode(err))

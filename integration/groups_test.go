@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -663,6 +664,35 @@ func TestOffsetFetchUnknownGroup(t *testing.T) {
 		if p.Offset != -1 || p.ErrorCode != 0 {
 			t.Fatalf("partition %d: offset %d error %d, want -1 and none", p.Partition, p.Offset, p.ErrorCode)
 		}
+	}
+
+	// A commit with a generation to a group that does not exist: v9 (KIP-848)
+	// answers GROUP_ID_NOT_FOUND, older versions ILLEGAL_GENERATION; neither
+	// creates the group or commits anything.
+	for _, tc := range []struct {
+		version int16
+		want    *kerr.Error
+	}{{8, kerr.IllegalGeneration}, {9, kerr.GroupIDNotFound}} {
+		commit := kmsg.NewPtrOffsetCommitRequest()
+		commit.Version = tc.version
+		commit.Group, commit.Generation, commit.MemberID = "nobody", 3, "m-1"
+		ct := kmsg.NewOffsetCommitRequestTopic()
+		ct.Topic = "unk"
+		cp := kmsg.NewOffsetCommitRequestTopicPartition()
+		cp.Partition, cp.Offset = 0, 42
+		ct.Partitions = append(ct.Partitions, cp)
+		commit.Topics = append(commit.Topics, ct)
+		cr := rawRequest(t, c.BrokerAddr(ci), commit).(*kmsg.OffsetCommitResponse)
+		if len(cr.Topics) != 1 || len(cr.Topics[0].Partitions) != 1 {
+			t.Fatalf("commit v%d answer %+v", tc.version, cr)
+		}
+		if got := cr.Topics[0].Partitions[0].ErrorCode; got != tc.want.Code {
+			t.Errorf("commit v%d with a generation to an unknown group: %v, want %v", tc.version, kerr.ErrorForCode(got), tc.want)
+		}
+	}
+	again := rawRequest(t, c.BrokerAddr(ci), req).(*kmsg.OffsetFetchResponse)
+	if p := again.Topics[0].Partitions[0]; p.Offset != -1 {
+		t.Fatalf("refused commits stored offset %d", p.Offset)
 	}
 }
 

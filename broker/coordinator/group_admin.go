@@ -158,8 +158,9 @@ func (g *Groups) Delete(ids []string) map[string]error {
 // see groups that only store offsets (after a failover the broker restores
 // them with Restore(Snapshot{Group: id})). A member commit must name a current
 // member (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID) of the current generation
-// (ILLEGAL_GENERATION; also for an unknown group, which OffsetCommit v9+
-// reports as GROUP_ID_NOT_FOUND instead); it is allowed in Stable and
+// (ILLEGAL_GENERATION). A commit with a generation to an unknown group gets
+// GROUP_ID_NOT_FOUND, which OffsetCommit before v9 reports as
+// ILLEGAL_GENERATION (the caller maps it, as Kafka does). It is allowed in Stable and
 // PreparingRebalance (and resets the member's session deadline) but not in
 // CompletingRebalance (REBALANCE_IN_PROGRESS). A simple commit to a group with
 // members gets UNKNOWN_MEMBER_ID.
@@ -175,7 +176,7 @@ func (g *Groups) CheckCommit(group, memberID string, instanceID *string, generat
 			if generation < 0 {
 				return kerr.UnknownMemberID // a member id for a group with no members
 			}
-			return kerr.IllegalGeneration
+			return kerr.GroupIDNotFound
 		}
 		if grp, code = g.get(group, true); code != 0 {
 			return kerr.ErrorForCode(code)
