@@ -35,19 +35,21 @@ var tools = map[string]toolFunc{
 	"topic":   runTopic,
 	"group":   runGroup,
 	"cluster": runCluster,
+	"bench":   runBench,
 }
 
 // runTool is main's entry to the client tools: SIGINT and SIGTERM cancel
 // the context (a consumer then stops cleanly and exits 0); a second
-// signal kills the process as usual.
-func runTool(name string, args []string) int {
+// signal kills the process as usual. brokers is the global --brokers
+// given before the tool's name ("" for none).
+func runTool(name string, args []string, brokers string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
 		<-ctx.Done()
 		stop() // restore the default handlers: a second ^C kills
 	}()
-	return invokeTool(ctx, name, args, os.Stdin, os.Stdout, os.Stderr)
+	return invokeTool(withGlobalBrokers(ctx, brokers), name, args, os.Stdin, os.Stdout, os.Stderr)
 }
 
 // invokeTool runs tool name and returns the exit code: 0, 1 for an error
@@ -188,7 +190,7 @@ func (t *toolFlags) printHelp(w io.Writer) {
 // connect builds the clients for the --brokers given.
 func (t *toolFlags) connect(ctx context.Context, opts ...kgo.Opt) (*kgo.Client, *kadm.Client, error) {
 	cfg := client.DefaultConfig()
-	cfg.Brokers = client.ParseBrokers(t.brokers)
+	cfg.Brokers = t.brokerList(ctx)
 	if len(cfg.Brokers) == 0 {
 		return nil, nil, usagef("--brokers is empty")
 	}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/varvelog/varve/integration"
+)
+
+// TestMain lets a test run this package's main as the real binary would:
+// with VARVE_TEST_RUN_MAIN=1 the test binary is varve (runVarve).
+func TestMain(m *testing.M) {
+	if os.Getenv("VARVE_TEST_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runVarve runs `varve args...` in a child process (this test binary
+// running main) with the environment given on top of a clean one.
+func runVarve(t *testing.T, env map[string]string, args ...string) toolResult {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = []string{"VARVE_TEST_RUN_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return toolResult{code, out.String(), errb.String()}
+}
+
+func TestParseCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		name    string
+		rest    string
+		brokers string
+	}{
+		{[]string{"topic", "list"}, "topic", "list", ""},
+		{[]string{"--brokers", "h:1", "topic", "list", "-o", "json"}, "topic", "list -o json", "h:1"},
+		{[]string{"--brokers=h:1,h:2", "produce", "-t", "x"}, "produce", "-t x", "h:1,h:2"},
+		{[]string{"-brokers", "h:1", "bench", "e2e"}, "bench", "e2e", "h:1"},
+		{[]string{"serve", "--id", "2"}, "serve", "--id 2", ""},
+		{[]string{"--", "consume", "-t", "x"}, "consume", "-t x", ""},
+	} {
+		cmd, err := parseCommandLine(tc.args)
+		if err != nil || cmd.name != tc.name || strings.Join(cmd.args, " ") != tc.rest || cmd.brokers != tc.brokers {
+			t.Errorf("%q: %+v, %v", tc.args, cmd, err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "missing command (see varve --help)"},
+		{[]string{"--brokers", "h:1"}, "missing command (see varve --help)"},
+		{[]string{"--bogus", "topic", "list"}, "flag provided but not defined: -bogus (see varve --help)"},
+		{[]string{"--brokers"}, "flag needs an argument: -brokers (see varve --help)"},
+		{[]string{"--brokers", " ", "topic", "list"}, "--brokers is empty"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate" (see varve --help)`},
+		{[]string{"--brokers", "h:1", "serve"}, "--brokers is for the client tools, not serve"},
+	} {
+		_, err := parseCommandLine(tc.args)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		if _, err := parseCommandLine(args); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%q: %v, want help", args, err)
+		}
+	}
+}
+
+// --brokers before the tool, after it, or VARVE_BROKERS, through the real
+// main: the tool's own flag wins over the global one, which wins over the
+// environment. Failures are one line with a non-zero exit.
+func testGlobalBrokers(t *testing.T, c *integration.Cluster) {
+	createTopic(t, c, "global", 2)
+	addr, closed := c.Addr(), closedAddr(t)
+	listed := regexp.MustCompile(`(?m)^global\t2\t1$`)
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+	}{
+		{nil, []string{"--brokers", addr, "topic", "list"}},
+		{nil, []string{"--brokers=" + addr, "topic", "list"}},
+		{nil, []string{"topic", "list", "--brokers", addr}},
+		{map[string]string{"VARVE_BROKERS": addr}, []string{"topic", "list"}},
+		{map[string]string{"VARVE_BROKERS": closed}, []string{"--brokers", addr, "topic", "list"}},
+		{nil, []string{"--brokers", closed, "topic", "list", "--brokers", addr}},
+	} {
+		r := runVarve(t, tc.env, tc.args...)
+		if r.code != 0 || r.stderr != "" || !listed.MatchString(r.stdout) {
+			t.Errorf("env %v varve %q: exit %d, stdout %q, stderr %q", tc.env, tc.args, r.code, r.stdout, r.stderr)
+		}
+	}
+	unreachable := `^varve topic list: no broker reachable at ` + regexp.QuoteMeta(closed) + `: .*connection refused\n$`
+	wantFailure(t, runVarve(t, nil, "--brokers", closed, "topic", "list"), 1, unreachable)
+	wantFailure(t, runVarve(t, map[string]string{"VARVE_BROKERS": closed}, "topic", "list"), 1, unreachable)
+	wantFailure(t, runVarve(t, nil, "--brokers", addr, "topic", "list", "--brokers", closed), 1, unreachable)
+	wantFailure(t, runVarve(t, nil, "--bogus", "topic", "list"), 2, `^varve: flag provided but not defined: -bogus \(see varve --help\)\n$`)
+	wantFailure(t, runVarve(t, nil, "topic", "list", "--bogus"), 2, `^varve topic list: flag provided but not defined: -bogus \(see --help\)\n$`)
+	wantFailure(t, runVarve(t, nil, "frobnicate"), 2, `^varve: unknown command "frobnicate" \(see varve --help\)\n$`)
+	wantFailure(t, runVarve(t, nil), 2, `^varve: missing command`)
+	if r := runVarve(t, nil, "--help"); r.code != 0 || !strings.Contains(r.stdout, "Usage: varve [--brokers HOST:PORT,...] COMMAND") {
+		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
+	}
+}
