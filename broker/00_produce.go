@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -38,6 +39,7 @@ import (
 
 func handleProduce(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
 	r := req.Body.(*kmsg.ProduceRequest)
+	defer b.metrics.produced(r.Acks, time.Now())
 	resp := r.ResponseKind().(*kmsg.ProduceResponse)
 	var whole int16 // an error for every partition
 	switch {
@@ -149,6 +151,9 @@ func (b *Broker) producePartition(ctx context.Context, t *topic, rp kmsg.Produce
 		return
 	}
 	sp.BaseOffset, sp.LogStartOffset = res.BaseOffset, res.LogStartOffset
+	if !res.Duplicate { // a retried batch was counted when it was written
+		b.metrics.appended(t.id, len(rp.Records))
+	}
 	if settings.logAppendTime {
 		sp.LogAppendTime = res.logAppendTime
 	}

@@ -50,9 +50,11 @@ func handleFetch(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Re
 	wait := min(time.Duration(max(r.MaxWaitMillis, 0))*time.Millisecond, maxFetchWait)
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	start, parked := time.Now(), time.Duration(0) // metrics: latency without the long poll
 	for {
 		resp, total, waitOn := b.fetchOnce(r, maxBytes)
 		if total >= int64(r.MinBytes) || len(waitOn) == 0 || wait == 0 {
+			b.metrics.fetched(b, r, resp, time.Since(start)-parked)
 			return resp, nil
 		}
 		// Wait for any partition to change, the deadline, or shutdown.
@@ -64,13 +66,16 @@ func handleFetch(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Re
 		for _, ch := range waitOn {
 			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
 		}
+		parkedAt := time.Now()
 		chosen, _, _ := reflect.Select(cases)
+		parked += time.Since(parkedAt)
 		if chosen <= 2 { // deadline, connection gone or broker shutting down
 			if chosen == 0 {
 				wait = 0 // deadline passed: answer with whatever there is now
 				continue
 			}
 			resp, _, _ = b.fetchOnce(r, maxBytes)
+			b.metrics.fetched(b, r, resp, time.Since(start)-parked)
 			return resp, nil
 		}
 	}

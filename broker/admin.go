@@ -24,8 +24,11 @@ import (
 //	               that and while it shuts down
 //	/metrics       Prometheus metrics from this broker's own registry (no
 //	               global registry: several brokers share a test process),
-//	               the Raft gauges of metrics_raft.go and the per-API request
-//	               counts and latencies of metrics_requests.go among them
+//	               the Raft gauges of metrics_raft.go, the per-API request
+//	               counts and latencies of metrics_requests.go, the data-path
+//	               metrics of metrics_broker.go, the partition gauges of
+//	               metrics_partitions.go and, opt-in, the consumer lag of
+//	               metrics_lag.go among them
 //	/debug/pprof/  the Go profiler
 func (b *Broker) ServeAdmin(ln net.Listener) error {
 	reg := prometheus.NewRegistry()
@@ -38,6 +41,11 @@ func (b *Broker) ServeAdmin(ln net.Listener) error {
 	}, func() float64 { return float64(len(b.failedPartitions())) }))
 	reg.MustRegister(newRaftCollector(b))
 	reg.MustRegister(b.reqMetrics.collectors()...)
+	reg.MustRegister(b.metrics.collectors(b)...)
+	reg.MustRegister(newPartitionCollector(b))
+	if b.cfg.MetricsGroupLag {
+		reg.MustRegister(newLagCollector(b))
+	}
 
 	rd := &readiness{}
 	b.goTracked(func() { rd.watch(b) })

@@ -49,6 +49,7 @@ type Broker struct {
 	creatingOffsets atomic.Bool     // ensureOffsetsTopic is running
 	gstate          groupState      // consumer groups and committed offsets (groups.go)
 	reqMetrics      *requestMetrics // per-API request counts and latency (metrics_requests.go)
+	metrics         *brokerMetrics  // bytes, latencies, Raft and group counters (metrics_broker.go)
 
 	ctx    context.Context // cancelled by Shutdown; background loops and long polls watch it
 	cancel context.CancelFunc
@@ -139,6 +140,7 @@ func New(cfg Config) (*Broker, error) {
 		meta:       metadata.NewFSMAtLevel(cfg.MaxFeatureLevel),
 		recCh:      make(chan struct{}),
 		reqMetrics: newRequestMetrics(newAPISet()),
+		metrics:    newBrokerMetrics(),
 	}
 	if err := b.newMux(); err != nil {
 		cancel()
@@ -165,6 +167,7 @@ func New(cfg Config) (*Broker, error) {
 		Logger:  b.logger.With("group", metadataGroupID),
 		Join:    joiningMetadata(&cfg),
 		Rejoin:  rejoin,
+		Metrics: b.metrics.groupHooks(),
 	}, metaMachine{b.meta})
 	if err != nil {
 		_ = b.mux.Close()

@@ -170,6 +170,11 @@ type Config struct {
 	// election timeout, and never hangs on an unreachable peer. Default
 	// 10 s; negative disables the handoff.
 	ShutdownHandoffTimeout time.Duration
+	// MetricsGroupLag adds consumer lag per group and partition to
+	// /metrics (varve_group_lag, metrics_lag.go). Default off: it is a
+	// series per committed partition of every group, and each scrape reads
+	// every committed offset of the groups this broker coordinates.
+	MetricsGroupLag bool
 
 	// FS is the filesystem for partitions; nil means the real one.
 	FS vfs.FS

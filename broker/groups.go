@@ -217,6 +217,7 @@ func (b *Broker) groupConfig(led *ledOffsets) coordinator.Config {
 	}
 	cfg.OnStable = persist
 	cfg.OnEmpty = persist
+	cfg.OnRebalance = b.metrics.onRebalance
 	return cfg
 }
 

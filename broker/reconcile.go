@@ -198,6 +198,7 @@ func (b *Broker) openGroup(mt *metadata.Topic, idx int32, p metadata.Partition, 
 		Mux:          b.mux,
 		Timing:       b.cfg.DataTiming,
 		WriteCaching: b.cfg.WriteCaching,
+		Metrics:      b.metrics.groupHooks(),
 		Logger:       logger,
 		Now:          b.cfg.Now,
 		OnLeader: func(epoch int32) {
