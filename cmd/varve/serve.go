@@ -32,6 +32,7 @@ type serveFlags struct {
 	listeners           string
 	advertisedListeners string
 	adminAddr           string
+	metricsGroupLag     bool
 	logFormat           string
 	logLevel            string
 	autoCreateTopics    bool
@@ -42,6 +43,7 @@ type serveFlags struct {
 	clusterID           string
 	writeCaching        bool
 	limits              serveLimits
+	raftDialOverride    string
 	config              string
 }
 
@@ -53,6 +55,7 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.listeners, "listeners", "", "named Kafka listeners to bind as NAME://HOST:PORT,... (Kafka's listeners; replaces --kafka-addr and --advertise)")
 	fs.StringVar(&s.advertisedListeners, "advertised-listeners", "", "addresses clients are told per listener as NAME://HOST:PORT,... (Kafka's advertised.listeners; default: the bound address)")
 	fs.StringVar(&s.adminAddr, "admin-addr", "127.0.0.1:9644", "admin HTTP address (/healthz, /metrics, /debug/pprof); empty disables")
+	fs.BoolVar(&s.metricsGroupLag, "metrics-group-lag", false, "add consumer lag per group and partition to /metrics (varve_group_lag; a series per committed partition of every group)")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&s.autoCreateTopics, "auto-create-topics", false, "let Metadata requests create missing topics (auto.create.topics.enable)")
@@ -62,6 +65,7 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.peers, "peers", "", "the metadata group's voters as id@host:raftport,... (identical on every broker; a broker not listed joins the running cluster as a learner); empty: a cluster of one")
 	fs.StringVar(&s.clusterID, "cluster-id", "", "cluster id fixed at the first start (default: derived from --peers, random without)")
 	fs.BoolVar(&s.writeCaching, "write-caching", false, "acknowledge writes before the Raft WAL's fsync (faster; a simultaneous power loss of a majority can lose acknowledged writes)")
+	fs.StringVar(&s.raftDialOverride, "raft-dial-override", "", "for fault testing, proxies and NAT: dial a peer's raft address at another one, as RAFTADDR=DIALADDR,... (the peer keeps its identity; only the TCP dial goes elsewhere)")
 	s.limits.register(fs)
 	fs.StringVar(&s.config, "config", "", "optional YAML file with any of these flags as keys")
 }
@@ -216,6 +220,10 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	raftDial, err := parseDialOverride(s.raftDialOverride)
+	if err != nil {
+		return err
+	}
 	advertise := s.raftAdvertise
 	for _, p := range peers {
 		if p.ID == int32(s.id) && advertise == "" {
@@ -229,10 +237,12 @@ func runServe(args []string) error {
 		RaftAdvertise:     advertise,
 		Peers:             peers,
 		ClusterID:         s.clusterID,
+		RaftDial:          raftDial,
 		WriteCaching:      s.writeCaching,
 		Listeners:         brokerListeners(kls),
 		AutoCreateTopics:  s.autoCreateTopics,
 		DefaultPartitions: int32(s.numPartitions),
+		MetricsGroupLag:   s.metricsGroupLag,
 		Logger:            logger,
 	}
 	if err := s.limits.apply(&cfg); err != nil {
