@@ -33,7 +33,6 @@ type serveFlags struct {
 	advertisedListeners string
 	adminAddr           string
 	metricsGroupLag     bool
-	metricsGroupLag     bool
 	logFormat           string
 	logLevel            string
 	autoCreateTopics    bool
@@ -56,7 +55,6 @@ func (s *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.listeners, "listeners", "", "named Kafka listeners to bind as NAME://HOST:PORT,... (Kafka's listeners; replaces --kafka-addr and --advertise)")
 	fs.StringVar(&s.advertisedListeners, "advertised-listeners", "", "addresses clients are told per listener as NAME://HOST:PORT,... (Kafka's advertised.listeners; default: the bound address)")
 	fs.StringVar(&s.adminAddr, "admin-addr", "127.0.0.1:9644", "admin HTTP address (/healthz, /metrics, /debug/pprof); empty disables")
-	fs.BoolVar(&s.metricsGroupLag, "metrics-group-lag", false, "add consumer lag per group and partition to /metrics (varve_group_lag; a series per committed partition of every group)")
 	fs.BoolVar(&s.metricsGroupLag, "metrics-group-lag", false, "add consumer lag per group and partition to /metrics (varve_group_lag; a series per committed partition of every group)")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -244,7 +242,6 @@ func runServe(args []string) error {
 		Listeners:         brokerListeners(kls),
 		AutoCreateTopics:  s.autoCreateTopics,
 		DefaultPartitions: int32(s.numPartitions),
-		MetricsGroupLag:   s.metricsGroupLag,
 		MetricsGroupLag:   s.metricsGroupLag,
 		Logger:            logger,
 	}
