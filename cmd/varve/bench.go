@@ -22,10 +22,10 @@ import (
 // produced and checks that every record id arrived exactly once; a round
 // that lost or duplicated a record makes the exit code non-zero.
 
-const benchExamples = `  varve bench produce                                # 100,000 records of 1 KiB to topic varve-bench (12 partitions)
+const benchExamples = `  varve bench produce                                  # 100,000 records of 1 KiB to topic varve-bench (12 partitions)
   varve bench produce -n 1000000 -s 100 --producers 4 -z lz4 --acks 1
   varve bench consume -r 3 --consumers 3 -o json
-  varve bench e2e -p 6 -n 50000 --rate 5000             # latency at a steady 5,000 records/s
+  varve bench e2e -p 6 -n 50000 --rate 5000            # latency at a steady 5,000 records/s
   varve bench produce --vs 127.0.0.1:19092 --rounds 5  # alternate with another cluster; ratio of the medians
 `
 
@@ -60,7 +60,7 @@ func benchTool(mode client.BenchMode) toolFunc {
 	return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		name := "bench " + string(mode)
 		fs := newToolFlags(name, "varve "+name+" [-n RECORDS] [-s BYTES] [-p PARTITIONS] [-r RF] [--acks all|1|0] [-z CODEC] "+
-			"[--producers N] [--consumers N] [-t TOPIC] [--keep] [--vs HOST:PORT,... [--rounds N]] [-o text|json]", benchExamples).withOutput()
+			"[--rate N] [--producers N] [--consumers N] [-t TOPIC] [--keep] [--vs HOST:PORT,... [--rounds N]] [-o text|json]", benchExamples).withOutput()
 		s := benchSettings{bench: client.Bench{Mode: mode}}
 		fs.IntVar(&s.bench.Records, "n", 100_000, "`RECORDS` per round, over all producers")
 		fs.IntVar(&s.bench.RecordSize, "s", 1024, fmt.Sprintf("record value size in `BYTES` (at least %d: run nonce, id, send time; the rest random)", client.BenchHeaderSize))
@@ -69,8 +69,8 @@ func benchTool(mode client.BenchMode) toolFunc {
 		fs.StringVar(&s.bench.Acks, "acks", "all", "`acks`: all, 1 or 0")
 		fs.StringVar(&s.bench.Compression, "z", "none", "compression `codec`: none, gzip, snappy, lz4 or zstd")
 		fs.IntVar(&s.bench.Rate, "rate", 0, "send at most `RECORDS_PER_SEC` over all producers (0: as fast as possible, when latency is mostly time queued in the client)")
-		fs.IntVar(&s.bench.Producers, "producers", 1, "producer clients, each sending its share of the records (`N`)")
-		fs.IntVar(&s.bench.Consumers, "consumers", 1, "consumer clients, each reading every N-th partition (`N`; at most the partitions)")
+		fs.IntVar(&s.bench.Producers, "producers", 1, "`N` producer clients, each sending its share of the records")
+		fs.IntVar(&s.bench.Consumers, "consumers", 1, "`N` consumer clients, each reading every N-th partition (no more than the partitions)")
 		fs.StringVar(&s.bench.Topic, "t", "varve-bench", "`TOPIC` to use; created if absent, and then deleted at the end unless --keep")
 		fs.BoolVar(&s.keep, "keep", false, "keep the topic if the bench created it")
 		fs.StringVar(&s.vs, "vs", "", "another cluster's seed brokers `HOST:PORT,...`: run the same workload there in alternating rounds and print the ratio of the medians (this / other)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/varvelog/varve/integration"
 )
@@ -87,9 +89,39 @@ func TestParseCommandLine(t *testing.T) {
 	}
 }
 
-// --brokers before the tool, after it, or VARVE_BROKERS, through the real
-// main: the tool's own flag wins over the global one, which wins over the
-// environment. Failures are one line with a non-zero exit.
+// runCommandLine runs a client tool's command line in this process as
+// main does (global flags, then the tool with the global --brokers), with
+// the environment variables given set for the run.
+func runCommandLine(t *testing.T, env map[string]string, args ...string) toolResult {
+	t.Helper()
+	for k, v := range env {
+		old, had := os.LookupEnv(k)
+		if err := os.Setenv(k, v); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if had {
+				_ = os.Setenv(k, old)
+			} else {
+				_ = os.Unsetenv(k)
+			}
+		}()
+	}
+	cmd, err := parseCommandLine(args)
+	if err != nil {
+		return toolResult{2, "", "varve: " + err.Error() + "\n"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := invokeTool(withGlobalBrokers(ctx, cmd.brokers), cmd.name, cmd.args, strings.NewReader(""), &out, &errb)
+	return toolResult{code, out.String(), errb.String()}
+}
+
+// --brokers before the tool, after it, or VARVE_BROKERS: the tool's own
+// flag wins over the global one, which wins over the environment.
+// Failures are one line with a non-zero exit; a few runs go through the
+// real main in a child process for its exit codes.
 func testGlobalBrokers(t *testing.T, c *integration.Cluster) {
 	createTopic(t, c, "global", 2)
 	addr, closed := c.Addr(), closedAddr(t)
@@ -105,19 +137,24 @@ func testGlobalBrokers(t *testing.T, c *integration.Cluster) {
 		{map[string]string{"VARVE_BROKERS": closed}, []string{"--brokers", addr, "topic", "list"}},
 		{nil, []string{"--brokers", closed, "topic", "list", "--brokers", addr}},
 	} {
-		r := runVarve(t, tc.env, tc.args...)
+		r := runCommandLine(t, tc.env, tc.args...)
 		if r.code != 0 || r.stderr != "" || !listed.MatchString(r.stdout) {
 			t.Errorf("env %v varve %q: exit %d, stdout %q, stderr %q", tc.env, tc.args, r.code, r.stdout, r.stderr)
 		}
 	}
 	unreachable := `^varve topic list: no broker reachable at ` + regexp.QuoteMeta(closed) + `: .*connection refused\n$`
+	wantFailure(t, runCommandLine(t, map[string]string{"VARVE_BROKERS": closed}, "topic", "list"), 1, unreachable)
+	wantFailure(t, runCommandLine(t, nil, "--brokers", addr, "topic", "list", "--brokers", closed), 1, unreachable)
+	wantFailure(t, runCommandLine(t, nil, "--brokers", closed, "bench", "e2e"), 1, `^varve bench e2e: no broker reachable at `+regexp.QuoteMeta(closed))
+
+	// The real main: exit codes and one-line errors.
+	if r := runVarve(t, nil, "--brokers", addr, "topic", "list"); r.code != 0 || r.stderr != "" || !listed.MatchString(r.stdout) {
+		t.Errorf("varve --brokers ADDR topic list: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
 	wantFailure(t, runVarve(t, nil, "--brokers", closed, "topic", "list"), 1, unreachable)
-	wantFailure(t, runVarve(t, map[string]string{"VARVE_BROKERS": closed}, "topic", "list"), 1, unreachable)
-	wantFailure(t, runVarve(t, nil, "--brokers", addr, "topic", "list", "--brokers", closed), 1, unreachable)
 	wantFailure(t, runVarve(t, nil, "--bogus", "topic", "list"), 2, `^varve: flag provided but not defined: -bogus \(see varve --help\)\n$`)
 	wantFailure(t, runVarve(t, nil, "topic", "list", "--bogus"), 2, `^varve topic list: flag provided but not defined: -bogus \(see --help\)\n$`)
 	wantFailure(t, runVarve(t, nil, "frobnicate"), 2, `^varve: unknown command "frobnicate" \(see varve --help\)\n$`)
-	wantFailure(t, runVarve(t, nil), 2, `^varve: missing command`)
 	if r := runVarve(t, nil, "--help"); r.code != 0 || !strings.Contains(r.stdout, "Usage: varve [--brokers HOST:PORT,...] COMMAND") {
 		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
 	}
