@@ -182,6 +182,9 @@ func RunBench(ctx context.Context, cfg Config, b Bench) (BenchResult, error) {
 		return BenchResult{}, err
 	}
 	r := &benchRun{cfg: cfg, b: b, adm: adm, nonce: rand.Uint64(), base: time.Now(), partitions: td.Partitions.Numbers()}
+	if len(r.partitions) == 0 {
+		return BenchResult{}, fmt.Errorf("topic %q has no partitions", b.Topic)
+	}
 	r.fillPool()
 	switch b.Mode {
 	case BenchProduce:
@@ -201,7 +204,8 @@ type benchRun struct {
 	nonce      uint64    // tells this round's records from any other's
 	base       time.Time // send times are monotonic offsets from it
 	partitions []int32
-	pool       []byte // random bytes the values are cut from
+	pool       []byte        // random bytes the values are cut from
+	sendStart  time.Duration // from base: when the producers began (set by produce)
 }
 
 // fillPool makes the random bytes values are cut from: distinct values
@@ -299,11 +303,10 @@ func (r *benchRun) runConsume(ctx context.Context) (BenchResult, error) {
 	}
 	read := newBenchReadback(r.b.Records, false)
 	read.setEnds(ends)
-	start := time.Since(r.base)
 	if err := r.consume(ctx, starts, read); err != nil {
 		return BenchResult{}, err
 	}
-	return read.result(start), nil
+	return read.result(read.started), nil
 }
 
 func (r *benchRun) runE2E(ctx context.Context) (BenchResult, error) {
@@ -312,7 +315,6 @@ func (r *benchRun) runE2E(ctx context.Context) (BenchResult, error) {
 		return BenchResult{}, err
 	}
 	read := newBenchReadback(r.b.Records, true)
-	start := time.Since(r.base)
 	// Either side failing stops the other.
 	cctx, cancelConsume := context.WithCancel(ctx)
 	defer cancelConsume()
@@ -342,7 +344,7 @@ func (r *benchRun) runE2E(ctx context.Context) (BenchResult, error) {
 	if perr != nil {
 		return BenchResult{}, perr
 	}
-	return read.result(start), nil
+	return read.result(r.sendStart), nil
 }
 
 // produce sends Records over Producers clients and waits for every
@@ -378,6 +380,7 @@ func (r *benchRun) produce(ctx context.Context) (BenchResult, error) {
 		workers[i] = &worker{cl: cl}
 	}
 	start := time.Since(r.base)
+	r.sendStart = start
 	var wg sync.WaitGroup
 	per, extra := r.b.Records/len(workers), r.b.Records%len(workers)
 	lo := 0
@@ -478,6 +481,7 @@ type benchReadback struct {
 	lat     Histogram
 	records int64
 	bytes   int64
+	started time.Duration // from base: when the consumers were ready (set by consume)
 	last    time.Duration // the last receipt, from base
 }
 
@@ -560,6 +564,9 @@ func (r *benchRun) consume(ctx context.Context, starts map[int32]int64, rb *benc
 		}
 		clients[i] = cl
 	}
+	rb.mu.Lock()
+	rb.started = time.Since(r.base)
+	rb.mu.Unlock()
 	errs := make([]error, len(clients))
 	var wg sync.WaitGroup
 	for i, cl := range clients {
