@@ -117,7 +117,9 @@
 //  1. Index files without a segment are removed; checkpoint.tmp is ignored.
 //  2. The checkpoint is read. An unreadable one (bad magic, version, length
 //     or CRC) or one that does not match the segments (its recovery segment
-//     is missing or shorter than its recovery position) is ignored with a
+//     is missing or shorter than its recovery position, or the batches it
+//     counted since that segment's last index entry, the checkpointed tail,
+//     fail complete validation, CRC-32C included) is ignored with a
 //     warning: the whole log is then validated, and the producer and epoch
 //     tables are rebuilt from batch headers alone.
 //  3. Sealed segments below the recovery segment are trusted: their index
