@@ -146,6 +146,13 @@ type Config struct {
 	// OffsetsRetentionCheckInterval is how often the coordinator looks for
 	// expired offsets (offsets.retention.check.interval.ms, default 10 min).
 	OffsetsRetentionCheckInterval time.Duration
+	// OffsetsCompactBytes is how large an offsets partition's log may grow
+	// before its coordinator compacts it (offsets_compact.go): it rewrites
+	// the partition's live commits and group records and deletes the log
+	// before them, so committing forever does not grow the disk forever.
+	// It compacts again only once the log is also twice what the last
+	// rewrite wrote. Default 64 MiB; negative turns compaction off.
+	OffsetsCompactBytes int64
 	// GroupTickInterval is how often group sessions and rebalance
 	// deadlines are checked, and coordinator moves noticed (default
 	// 100 ms).
@@ -250,6 +257,9 @@ func (c Config) WithDefaults() Config {
 		c.GroupInitialRebalanceDelay = 3 * time.Second
 	} else if c.GroupInitialRebalanceDelay < 0 {
 		c.GroupInitialRebalanceDelay = 0
+	}
+	if c.OffsetsCompactBytes == 0 {
+		c.OffsetsCompactBytes = 64 << 20
 	}
 	if c.OffsetsRetention <= 0 {
 		c.OffsetsRetention = 7 * 24 * time.Hour

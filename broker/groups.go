@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/varvelog/varve/broker/coordinator"
@@ -48,6 +49,20 @@ type ledOffsets struct {
 	// loaded is closed once the partition's groups are restored from the
 	// store: requests wait for it, so none sees a group half loaded.
 	loaded chan struct{}
+	// writeMu orders writes to the partition's log against compaction:
+	// every write holds it shared until applied, compaction exclusively
+	// (offsets_compact.go).
+	writeMu sync.RWMutex
+	// compacting is set while a compaction runs; liveBytes is what the
+	// last one wrote.
+	compacting atomic.Bool
+	liveBytes  atomic.Int64
+
+	// pmu guards writes, the latest metadata write of each group, and
+	// written, closed and replaced whenever one starts (waitPersisted).
+	pmu     sync.Mutex
+	writes  map[string]*groupWrite
+	written chan struct{}
 }
 
 // offsetStore opens the store on first use: its partition count is the
@@ -87,7 +102,7 @@ func (b *Broker) offsetHooks(idx int32, partitions int32) (func(uint64, [][]byte
 
 // rebuildOffsets makes the store's copy of one offsets partition match the
 // log when it is behind it: everything is dropped and every batch of the
-// log applied at the log's raft index.
+// log replayed, a MiB at a time, then the log's raft index recorded.
 func rebuildOffsets(s *coordinator.OffsetStore, idx int32, l *partition.Log, index uint64) error {
 	if s.AppliedIndex(idx) >= index {
 		return nil
@@ -95,7 +110,6 @@ func rebuildOffsets(s *coordinator.OffsetStore, idx int32, l *partition.Log, ind
 	if err := s.DropPartition(idx); err != nil {
 		return err
 	}
-	var batches [][]byte
 	end := l.LogEndOffset()
 	for off := l.LogStartOffset(); off < end; {
 		data, err := l.Read(off, 1<<20, end)
@@ -105,6 +119,7 @@ func rebuildOffsets(s *coordinator.OffsetStore, idx int32, l *partition.Log, ind
 		if len(data) == 0 {
 			break
 		}
+		var batches [][]byte
 		for len(data) > 0 {
 			h, err := partition.ParseBatchHeader(data)
 			if err != nil || int(h.Size()) > len(data) {
@@ -114,8 +129,11 @@ func rebuildOffsets(s *coordinator.OffsetStore, idx int32, l *partition.Log, ind
 			data = data[h.Size():]
 			off = h.NextOffset()
 		}
+		if err := s.Replay(idx, batches); err != nil {
+			return err
+		}
 	}
-	return s.Apply(idx, index, batches)
+	return s.Apply(idx, index, nil)
 }
 
 // tendGroups runs every GroupTickInterval: it starts coordinating the
@@ -181,6 +199,7 @@ func (b *Broker) tendGroups() {
 				b.logger.Warn("cannot restore a group", "group", id, "err", err)
 				continue
 			}
+			led.persisting(id, md.Generation).finish(nil) // read from the store: written already
 			n++
 		}
 		close(led.loaded)
@@ -192,6 +211,11 @@ func (b *Broker) tendGroups() {
 	if expire && store != nil {
 		for _, led := range all {
 			b.expireOffsets(store, led)
+		}
+	}
+	if store != nil {
+		for _, led := range all {
+			b.maybeCompactOffsets(store, led)
 		}
 	}
 }
@@ -213,12 +237,92 @@ func (b *Broker) groupConfig(led *ledOffsets) coordinator.Config {
 	cfg.Logger = b.logger.With("component", "groups", "offsets_partition", led.r.index)
 	persist := func(s coordinator.Snapshot) {
 		now := b.cfg.Now().UnixMilli()
-		b.appendOffsetEvents(led, coordinator.OffsetEvent{Kind: coordinator.OffsetEventGroup, Group: s.Group, Metadata: s.GroupMetadata(3, now)})
+		w := led.persisting(s.Group, s.Generation)
+		ev := coordinator.OffsetEvent{Kind: coordinator.OffsetEventGroup, Group: s.Group, Metadata: s.GroupMetadata(3, now)}
+		b.goTracked(func() {
+			ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+			defer cancel()
+			err := b.writeOffsetEvents(ctx, led, ev)
+			if err != nil {
+				b.logger.Warn("writing group metadata failed", "group", s.Group, "generation", s.Generation,
+					"partition", led.r.index, "err", err)
+			}
+			w.finish(err)
+		})
 	}
 	cfg.OnStable = persist
 	cfg.OnEmpty = persist
 	cfg.OnRebalance = b.metrics.onRebalance
+	cfg.OnDeleted = led.forgetPersisted
 	return cfg
+}
+
+// groupWrite is one write of a group's metadata record.
+type groupWrite struct {
+	generation int32
+	done       chan struct{}
+	err        error
+}
+
+func (w *groupWrite) finish(err error) {
+	w.err = err
+	close(w.done)
+}
+
+// persisting registers the write of group's metadata at generation that is
+// about to start, for waitPersisted.
+func (led *ledOffsets) persisting(group string, generation int32) *groupWrite {
+	w := &groupWrite{generation: generation, done: make(chan struct{})}
+	led.pmu.Lock()
+	defer led.pmu.Unlock()
+	if led.writes == nil {
+		led.writes = map[string]*groupWrite{}
+	}
+	led.writes[group] = w
+	if led.written != nil {
+		close(led.written)
+	}
+	led.written = make(chan struct{})
+	return w
+}
+
+func (led *ledOffsets) forgetPersisted(group string) {
+	led.pmu.Lock()
+	defer led.pmu.Unlock()
+	delete(led.writes, group)
+}
+
+// waitPersisted waits until group's metadata record of generation (or a
+// later one) is committed. SyncGroup answers only then, as Kafka does: a
+// member that has its assignment can rely on the group surviving a
+// coordinator move (else its commits would find the group unknown).
+func (led *ledOffsets) waitPersisted(ctx context.Context, group string, generation int32) error {
+	for {
+		led.pmu.Lock()
+		w := led.writes[group]
+		changed := led.written
+		if changed == nil {
+			changed = make(chan struct{})
+			led.written = changed
+		}
+		led.pmu.Unlock()
+		if w != nil && w.generation >= generation {
+			select {
+			case <-w.done:
+				if w.generation == generation {
+					return w.err
+				}
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // appendOffsetEvents writes records to a led offsets partition in the
@@ -241,7 +345,9 @@ func (b *Broker) writeOffsetEvents(ctx context.Context, led *ledOffsets, evs ...
 	if err != nil {
 		return err
 	}
+	led.writeMu.RLock()
 	_, err = led.r.g.Append(ctx, batch)
+	led.writeMu.RUnlock()
 	var nl *replication.NotLeaderError
 	if errors.As(err, &nl) {
 		return fmt.Errorf("%w: %w", ErrNotCoordinator, err)

@@ -40,6 +40,16 @@ func (b *Broker) ReplicaStats(topic string, p int32) (replication.GroupStats, bo
 	return r.g.Stats(), true
 }
 
+// PartitionSize is the bytes of this broker's replica's segments of a
+// partition; -1 when it holds none.
+func (b *Broker) PartitionSize(topic string, p int32) int64 {
+	r := b.lookupTopic(topic).partition(p)
+	if r == nil || r.g == nil {
+		return -1
+	}
+	return r.log().Size()
+}
+
 // SnapshotReplica makes this broker's replica of a partition take a Raft
 // snapshot now (compacting its WAL).
 func (b *Broker) SnapshotReplica(topic string, p int32) error {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -26,10 +27,13 @@ func (b *Broker) ensureOffsetsTopic() {
 		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 		defer cancel()
 		_, err := b.createTopic(ctx, topicSpec{name: offsetsTopic, partitions: b.cfg.OffsetsTopicPartitions, replicationFactor: int16(rf),
-			// Kafka compacts this topic; Varve has no compaction yet, so the
-			// log keeps every commit (retention off) and the offset store
-			// can always be rebuilt from it. Its growth is the known cost.
-			configs: map[string]string{"retention.ms": "-1", "retention.bytes": "-1"}})
+			// Kafka compacts this topic; Varve's coordinator compacts it
+			// through Raft instead (offsets_compact.go), so time and size
+			// retention stay off: the offset store must always be
+			// rebuildable from the log. Small segments let a compaction
+			// delete most of the log.
+			configs: map[string]string{"retention.ms": "-1", "retention.bytes": "-1",
+				"segment.bytes": strconv.FormatInt(b.offsetsSegmentBytes(), 10)}})
 		if err != nil {
 			b.logger.Warn("creating the offsets topic failed; the next FindCoordinator retries", "err", err)
 		}

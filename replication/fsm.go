@@ -113,6 +113,14 @@ func (f *partitionFSM) Apply(e *raft.Log) any {
 	default:
 		return f.g.fail(fmt.Errorf("%w: entry %d has type %d", ErrBadCommand, e.Index, e.Data[0]))
 	}
+	if e.Data[0] != cmdProduce && f.g.cfg.OnApply != nil {
+		// No batches, but the index moves: the callee's recorded index
+		// keeps up with the checkpoint's, so a restart finds it current
+		// rather than behind (which would rebuild it from the whole log).
+		if err := f.g.cfg.OnApply(e.Index, nil); err != nil {
+			return f.g.fail(fmt.Errorf("replication: apply hook at %d: %w", e.Index, err))
+		}
+	}
 	f.applied = e.Index
 	f.dirty = true
 	if f.g.now().Sub(f.lastCkpt) >= f.g.cfg.CheckpointInterval {

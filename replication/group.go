@@ -87,9 +87,10 @@ type GroupConfig struct {
 	// NoSoloTiming keeps Timing even when Peers is this broker alone: the
 	// group is about to get more voters (see nodeConfig.noSolo).
 	NoSoloTiming bool
-	// OnApply, if set, is called on the FSM goroutine after each produce
-	// entry has been appended, with its raft index and the batches the log
-	// accepted (not duplicates, not refused), as the producer sent them: a
+	// OnApply, if set, is called on the FSM goroutine after each entry has
+	// been applied, with its raft index and, for a produce entry, the
+	// batches the log accepted (not duplicates, not refused), as the
+	// producer sent them; other entries (epoch starts, deletes) pass none: a
 	// state machine derived from the log (the committed offsets of an
 	// __consumer_offsets partition) follows it. An error stops the replica
 	// as a storage failure. Entries at or below the partition's

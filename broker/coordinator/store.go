@@ -229,17 +229,32 @@ func (s *OffsetStore) Partitions() int32 { return s.partitions }
 // It returns an error for a partition outside [0, Partitions) and for a
 // badger failure (sticky: see OffsetStore).
 func (s *OffsetStore) Apply(partition int32, index uint64, batches [][]byte) error {
+	return s.apply(partition, index, batches)
+}
+
+// Replay applies batches to partition without recording an applied index:
+// a rebuild from the log goes through it a piece at a time (so the log is
+// never held in memory at once) and ends with Apply at the log's index.
+// Until then AppliedIndex stays 0, so a crash part way rebuilds again.
+func (s *OffsetStore) Replay(partition int32, batches [][]byte) error {
+	return s.apply(partition, 0, batches)
+}
+
+// apply applies batches at index; index 0 records none (Replay).
+func (s *OffsetStore) apply(partition int32, index uint64, batches [][]byte) error {
 	if err := s.writable(partition); err != nil {
 		return err
 	}
 	w := storeWriter{db: s.db, txn: s.db.NewTransaction(true)}
 	defer func() { w.txn.Discard() }()
-	applied, err := storeGetIndex(w.txn, storeAppliedKey(partition))
-	if err != nil {
-		return s.readFailed(partition, err)
-	}
-	if index <= applied {
-		return nil
+	if index > 0 {
+		applied, err := storeGetIndex(w.txn, storeAppliedKey(partition))
+		if err != nil {
+			return s.readFailed(partition, err)
+		}
+		if index <= applied {
+			return nil
+		}
 	}
 	events := s.decode(partition, index, batches)
 	for i := range events {
@@ -247,8 +262,10 @@ func (s *OffsetStore) Apply(partition int32, index uint64, batches [][]byte) err
 			return s.fail(partition, "apply", err)
 		}
 	}
-	if err := w.set(storeAppliedKey(partition), binary.BigEndian.AppendUint64(nil, index)); err != nil {
-		return s.fail(partition, "apply", err)
+	if index > 0 {
+		if err := w.set(storeAppliedKey(partition), binary.BigEndian.AppendUint64(nil, index)); err != nil {
+			return s.fail(partition, "apply", err)
+		}
 	}
 	if err := w.txn.Commit(); err != nil {
 		return s.fail(partition, "apply", err)
@@ -865,4 +882,63 @@ func (b storeBadgerLogger) log(level slog.Level, f string, a []any) {
 		return
 	}
 	b.l.Log(ctx, level, "badger", "detail", strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+
+// Live calls fn with every record offsets partition partition still needs:
+// one group record per group with metadata and one commit per committed
+// offset, read in one consistent view, groups first. Written back to the
+// partition's log in this order, they rebuild exactly this state, so the
+// log before them can be deleted (the broker's offsets compaction). fn
+// must not call the store.
+func (s *OffsetStore) Live(partition int32, fn func(OffsetEvent) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		err := storeScan(txn, storePartitionPrefix(storeTableGroup, partition), func(key []byte, item *badger.Item) error {
+			group, rest, ok := storeParseString(key)
+			if !ok || len(rest) != 0 {
+				return fmt.Errorf("coordinator: malformed group key %q", key)
+			}
+			b, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			md := new(kmsg.GroupMetadataValue)
+			if err := md.ReadFrom(b); err != nil {
+				return fmt.Errorf("coordinator: group %q metadata: %w", group, err)
+			}
+			return fn(OffsetEvent{Kind: OffsetEventGroup, Group: group, Metadata: md})
+		})
+		if err != nil {
+			return err
+		}
+		return storeScan(txn, storePartitionPrefix(storeTableOffset, partition), func(key []byte, item *badger.Item) error {
+			group, rest, ok := storeParseString(key)
+			topic, p, ok2 := storeParseTopicPartition(rest)
+			if !ok || !ok2 {
+				return fmt.Errorf("coordinator: malformed offset key %q", key)
+			}
+			var v OffsetValue
+			err := item.Value(func(b []byte) error {
+				var err error
+				v, err = storeDecodeOffset(b)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return fn(OffsetEvent{Kind: OffsetEventCommit, Group: group, Commit: CommitKey{Group: group, Topic: topic, Partition: p}, Offset: v})
+		})
+	})
+}
+
+// storeScan calls fn with every key under prefix (the prefix cut off) and
+// its item, in key order.
+func storeScan(txn *badger.Txn, prefix []byte, fn func(key []byte, item *badger.Item) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		if err := fn(it.Item().Key()[len(prefix):], it.Item()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
