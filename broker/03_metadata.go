@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/varvelog/varve/protocol"
+	"github.com/varvelog/varve/replication"
 )
 
 func handleMetadata(b *Broker, ctx context.Context, req *protocol.Request) (kmsg.Response, error) {
@@ -113,12 +114,23 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 		} else {
 			mp.ISR = p.part.InSync()
 		}
-		if p.g != nil && p.g.Log().Err() != nil {
+		if p.g != nil && replicaOffline(p.g) {
 			mp.OfflineReplicas = []int32{b.cfg.NodeID}
 		}
 		mt.Partitions = append(mt.Partitions, mp)
 	}
 	return mt
+}
+
+// replicaOffline reports whether this broker's replica stopped after a
+// storage failure: of its partition log, or of its Raft WAL (which stops
+// the replica without touching the log).
+func replicaOffline(g *replication.Group) bool {
+	if g.Log().Err() != nil {
+		return true
+	}
+	_, err := g.Ready()
+	return err != nil && errorCode(err) == kerr.KafkaStorageError.Code
 }
 
 // brokerEntries lists every registered broker as the given listener

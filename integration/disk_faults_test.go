@@ -15,10 +15,14 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/varvelog/varve/broker"
 	"github.com/varvelog/varve/partition/vfs"
@@ -31,6 +35,20 @@ func victimLogs(c *Cluster, i int) *logRing {
 	logger := slog.New(slog.NewTextHandler(r, &slog.HandlerOptions{Level: slog.LevelDebug})).With("broker", c.ID(i))
 	c.SetBrokerConfig(i, func(cfg *broker.Config) { cfg.Logger = logger })
 	return r
+}
+
+// ringLogs is brokerLogs that also returns the ring every broker logs to
+// (lines carry node_id), for tests that look for what a broker logged.
+func ringLogs(t *testing.T) (Option, *logRing) {
+	r := &logRing{max: 100_000}
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines := r.snapshot()
+			t.Logf("broker logs, last %d lines:\n%s", min(len(lines), 300), strings.Join(lines[max(0, len(lines)-300):], ""))
+		}
+	})
+	logger := slog.New(slog.NewTextHandler(r, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return WithConfig(func(cfg *broker.Config) { cfg.Logger = logger }), r
 }
 
 // logged counts the lines of r that contain every one of parts.
@@ -241,4 +259,238 @@ func TestCorruptTailRecovered(t *testing.T) {
 			t.Errorf("partition %d: replicas end at %d, %d records were acknowledged", p, ends[p], n)
 		}
 	}
+}
+
+// diskFault fails one kind of operation on the files of one replica, for
+// good (a full or failing disk does not heal by itself), and records what
+// the replica did about it.
+type diskFault struct {
+	name   string
+	p      int32
+	slot   int
+	op     vfs.Op
+	prefix string // every file of the replica's WAL or partition directory
+	err    error
+
+	mu      sync.Mutex
+	first   time.Time       // the first failure
+	failed  map[string]bool // files whose op failed
+	retries int             // the same op on a file after it failed there
+	after   int             // any op under prefix after the first failure
+}
+
+// check is the replica's broker's fault function for this fault.
+func (f *diskFault) check(op vfs.Op, name string) error {
+	if !strings.HasPrefix(name, f.prefix) {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.first.IsZero() {
+		f.after++
+	}
+	if op != f.op {
+		return nil
+	}
+	if f.failed[name] {
+		f.retries++
+	}
+	if f.first.IsZero() {
+		f.first = time.Now()
+	}
+	f.failed[name] = true
+	return f.err
+}
+
+func (f *diskFault) firstFailure() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.first
+}
+
+// ackTimes records, per (broker, partition), when kgo saw a produce batch
+// acknowledged.
+type ackTimes struct {
+	mu  sync.Mutex
+	ats map[[2]int32][]time.Time
+}
+
+func (a *ackTimes) OnProduceBatchWritten(meta kgo.BrokerMetadata, _ string, p int32, _ kgo.ProduceBatchMetrics) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := [2]int32{meta.NodeID, p}
+	a.ats[k] = append(a.ats[k], time.Now())
+}
+
+// since counts the acknowledgements broker id gave for partition p after t.
+func (a *ackTimes) since(id, p int32, t time.Time) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, at := range a.ats[[2]int32{id, p}] {
+		if at.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDiskFailuresFailClosed (row 13): each of four partitions gets one
+// disk fault on one replica while producers write: ENOSPC on writes to the
+// leader's Raft WAL, EIO on fsyncs of the leader's partition files, ENOSPC
+// on writes to a follower's partition segment, EIO on fsyncs of a
+// follower's WAL. (TestFsyncFailureMovesLeadership covers EIO on the
+// leader's WAL fsync.) Each replica stops at its first failure and never
+// repeats the failed operation on that file; it answers
+// KAFKA_STORAGE_ERROR, logs the failure, acknowledges nothing once
+// stopped, and leadership moves to a healthy replica; every acknowledged
+// record is read back exactly once. Once the disks are healthy and the
+// brokers restart, the replicas catch up and end byte-identical.
+func TestDiskFailuresFailClosed(t *testing.T) {
+	logs, ring := ringLogs(t)
+	c := NewCluster(t, logs, Brokers(3), WithConfig(func(cfg *broker.Config) { cfg.LeaderBalanceInterval = -1 }))
+	const topic = "disk-faults"
+	const partitions = 4
+	createReplicated(t, c, topic, partitions, 3)
+	acksAt := &ackTimes{ats: map[[2]int32][]time.Time{}}
+	cl := c.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RecordDeliveryTimeout(2*time.Minute), kgo.WithHooks(acksAt))
+	var acks []acked
+	produce := func(round string, first, n int) {
+		for p := range int32(partitions) {
+			acks = append(acks, produceToPartition(t, cl, topic, p, fmt.Sprintf("%s%d-", round, p), first, n)...)
+		}
+	}
+	produce("a", 0, 100)
+	waitConverged(t, c, topic, partitions)
+
+	id := topicID(t, c, topic)
+	raftDir := func(slot int, p int32) string {
+		return path.Join(c.DataDir(slot), "raft", base64.RawURLEncoding.EncodeToString(id[:])+"-"+fmt.Sprint(p)) + "/"
+	}
+	logDir := func(slot int, p int32) string { return c.Broker(slot).PartitionDir(topic, p) + "/" }
+	leaders := make([]int, partitions)
+	for p := range int32(partitions) {
+		leaders[p] = c.WaitLeader(topic, p)
+	}
+	follower := func(p int32) int { return (leaders[p] + 1) % c.Size() }
+	enospc, eio := syscall.ENOSPC, syscall.EIO
+	faults := []*diskFault{
+		{name: "ENOSPC on the leader's WAL writes", p: 0, slot: leaders[0], op: vfs.OpWrite, prefix: raftDir(leaders[0], 0), err: enospc},
+		{name: "EIO on the leader's partition fsyncs", p: 1, slot: leaders[1], op: vfs.OpSync, prefix: logDir(leaders[1], 1), err: eio},
+		{name: "ENOSPC on a follower's partition writes", p: 2, slot: follower(2), op: vfs.OpWrite, prefix: logDir(follower(2), 2), err: enospc},
+		{name: "EIO on a follower's WAL fsyncs", p: 3, slot: follower(3), op: vfs.OpSync, prefix: raftDir(follower(3), 3), err: eio},
+	}
+	bySlot := map[int][]*diskFault{}
+	for _, f := range faults {
+		f.failed = map[string]bool{}
+		bySlot[f.slot] = append(bySlot[f.slot], f)
+		t.Logf("partition %d: %s, broker slot %d (%s)", f.p, f.name, f.slot, f.prefix)
+	}
+	for slot, fs := range bySlot {
+		c.FS(slot).(*vfs.Mem).SetFault(func(op vfs.Op, name string) error {
+			for _, f := range fs {
+				if err := f.check(op, name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	produce("b", 100, 400)
+
+	stopped := map[*diskFault]time.Time{}
+	eventually(t, 30*time.Second, "every faulty replica to stop", func() bool {
+		for _, f := range faults {
+			if _, ok := stopped[f]; ok {
+				continue
+			}
+			if f.firstFailure().IsZero() {
+				return false
+			}
+			if storageError(t, c, f.slot, topic, f.p) {
+				stopped[f] = time.Now()
+			}
+		}
+		return len(stopped) == len(faults)
+	})
+	produce("c", 500, 100)
+	for _, f := range faults {
+		f.mu.Lock()
+		t.Logf("partition %d, %s: failed %d files, %d repeats of the failed operation, %d other operations on the replica's files after",
+			f.p, f.name, len(f.failed), f.retries, f.after)
+		if f.retries != 0 {
+			t.Errorf("partition %d, %s: the replica repeated the failed operation %d times", f.p, f.name, f.retries)
+		}
+		f.mu.Unlock()
+		if n := acksAt.since(c.ID(f.slot), f.p, stopped[f]); n != 0 {
+			t.Errorf("partition %d, %s: the stopped replica's broker acknowledged %d batches after it reported KAFKA_STORAGE_ERROR", f.p, f.name, n)
+		}
+		if l := c.WaitLeader(topic, f.p); l == f.slot {
+			t.Errorf("partition %d, %s: the failed replica still leads", f.p, f.name)
+		}
+		if off := offlineReplicas(t, c, f.slot, topic, f.p); !slices.Contains(off, c.ID(f.slot)) {
+			t.Errorf("partition %d, %s: the failed replica's broker reports offline replicas %v in Metadata", f.p, f.name, off)
+		}
+		if logged(ring, "replica stopped after a storage failure", fmt.Sprintf("node_id=%d", c.ID(f.slot)), fmt.Sprintf("partition=%d", f.p)) == 0 {
+			t.Errorf("partition %d, %s: the broker never logged the failure", f.p, f.name)
+		}
+	}
+	for i := range c.Size() {
+		checkExactlyOnce(t, c, c.BrokerAddr(i), topic, acks)
+	}
+
+	// The disks are replaced: restarted, the replicas catch up.
+	for slot := range bySlot {
+		c.FS(slot).(*vfs.Mem).SetFault(nil)
+		c.Restart(slot)
+	}
+	for p := range int32(partitions) {
+		c.WaitLeader(topic, p)
+	}
+	produce("d", 600, 50)
+	checkExactlyOnce(t, c, c.Addr(), topic, acks)
+	ends := checkReplicasIdentical(t, c, topic, partitions)
+	for p, n := range acksPerPartition(acks) {
+		if ends[p] != n {
+			t.Errorf("partition %d: replicas end at %d, %d records were acknowledged", p, ends[p], n)
+		}
+	}
+}
+
+// storageError reports whether broker slot i answers KAFKA_STORAGE_ERROR
+// for a partition (ListOffsets straight to it: the replica stopped).
+func storageError(t testing.TB, c *Cluster, i int, topic string, p int32) bool {
+	t.Helper()
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.Version = 4
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Partition = p
+	rp.Timestamp = -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp := rawRequest(t, c.BrokerAddr(i), req).(*kmsg.ListOffsetsResponse)
+	return resp.Topics[0].Partitions[0].ErrorCode == kerr.KafkaStorageError.Code
+}
+
+// offlineReplicas is what broker slot i's Metadata says about a
+// partition's offline replicas.
+func offlineReplicas(t testing.TB, c *Cluster, i int, topic string, p int32) []int32 {
+	t.Helper()
+	req := kmsg.NewPtrMetadataRequest()
+	req.Version = 9
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp := rawRequest(t, c.BrokerAddr(i), req).(*kmsg.MetadataResponse)
+	for _, tp := range resp.Topics {
+		for _, mp := range tp.Partitions {
+			if mp.Partition == p {
+				return mp.OfflineReplicas
+			}
+		}
+	}
+	t.Fatalf("broker slot %d: no metadata for %s-%d", i, topic, p)
+	return nil
 }
