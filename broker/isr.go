@@ -13,8 +13,9 @@ import (
 // transport records, per group and peer, the last index each follower
 // acknowledged. Each leader samples its last index every ISRInterval; a
 // follower is caught up at a sample when it has acknowledged the index the
-// leader had one sample earlier, and in sync while it was caught up within
-// ReplicaLagMax (Kafka's replica.lag.time.max.ms). The leader publishes
+// leader had one sample earlier and has answered (an acknowledgement or a
+// heartbeat) within ReplicaLagMax, and in sync while it was caught up
+// within ReplicaLagMax (Kafka's replica.lag.time.max.ms). The leader publishes
 // the set through the metadata group when it changes, so every broker
 // answers Metadata with it; a new leader starts from every replica.
 
@@ -56,11 +57,14 @@ func (b *Broker) updateISR(tr *isrTracker) {
 			if !ok {
 				continue
 			}
-			acked, _ := r.g.Acked(replication.Peer{ID: id, Addr: addr})
+			acked, at := r.g.Acked(replication.Peer{ID: id, Addr: addr})
 			if _, known := cu[id]; !known {
 				cu[id] = now // a new leader gives every follower the lag window
 			}
-			if sampled && acked >= prev {
+			// Caught up: it has the index of the previous sample and
+			// answered within the lag window (heartbeats count), so a
+			// dead follower of an idle partition leaves the ISR too.
+			if sampled && acked >= prev && now.Sub(at) <= b.cfg.ReplicaLagMax {
 				cu[id] = now
 			}
 			if now.Sub(cu[id]) <= b.cfg.ReplicaLagMax {

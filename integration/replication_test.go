@@ -402,6 +402,21 @@ func TestISRFollowsFollowers(t *testing.T) {
 	close(stop)
 	<-stopped
 	checkExactlyOnce(t, c, c.BrokerAddr(follower), "isr", log.recs)
+
+	// With nothing written, the index never moves: a follower that stops
+	// answering must leave the ISR all the same (heartbeats are what
+	// tell the leader it is alive), and come back once it answers again.
+	c.Isolate(follower, true)
+	eventually(t, 20*time.Second, "the cut-off follower of an idle partition to leave the ISR", func() bool {
+		for i := range c.Size() {
+			if i != follower && !without(isrOf(c.BrokerAddr(i))) {
+				return false
+			}
+		}
+		return true
+	})
+	c.Isolate(follower, false)
+	eventually(t, 20*time.Second, "the healed follower of an idle partition to rejoin the ISR", everywhere(func(isr []int32) bool { return len(isr) == 3 }))
 }
 
 // TestFsyncFailureMovesLeadership: when the leader's disk fails an fsync

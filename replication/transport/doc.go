@@ -193,8 +193,10 @@
 // Mux.Acked(group, peer) is the follower log index proven by the last successful AppendEntries
 // (the last entry's index, or PrevLogEntry for an empty one) or InstallSnapshot (LastLogIndex)
 // this node sent, and when, keyed by the resolved address the RPC went to (see "Peer addresses"). resp.LastLog is not used: on success it may include a stale tail the
-// request never checked. Heartbeats carry no position and do not update it. hashicorp/raft exposes
-// no match index; ISR and "caught up" decisions read this.
+// request never checked. Heartbeats carry no position and do not move the index, but a successful one
+// refreshes the time: it is the last time the follower answered this leader, so an idle group's
+// followers stay fresh and a dead one goes stale whether or not the group writes. hashicorp/raft
+// exposes no match index; ISR and "caught up" decisions read this.
 //
 // # Goroutines and locks
 //

@@ -128,7 +128,11 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	target = g.m.Resolve(id, target)
 	if isHeartbeat(args) {
-		return g.call(target, connControl, rpcAppendEntries, args, resp)
+		err := g.call(target, connControl, rpcAppendEntries, args, resp)
+		if err == nil && resp.Success {
+			g.recordContact(target)
+		}
+		return err
 	}
 	if err := g.call(target, connData, rpcAppendEntries, args, resp); err != nil {
 		return err
@@ -208,6 +212,17 @@ func matchIndex(a *raft.AppendEntriesRequest) uint64 {
 func (g *GroupTransport) recordAck(peer raft.ServerAddress, index uint64) {
 	g.ackMu.Lock()
 	g.acks[peer] = ackState{index: index, at: time.Now()}
+	g.ackMu.Unlock()
+}
+
+// recordContact notes a successful heartbeat: the follower is alive and
+// follows this leader, so its acknowledgement is fresh even while the
+// group writes nothing (its index stays what entries last proved).
+func (g *GroupTransport) recordContact(peer raft.ServerAddress) {
+	g.ackMu.Lock()
+	a := g.acks[peer]
+	a.at = time.Now()
+	g.acks[peer] = a
 	g.ackMu.Unlock()
 }
 

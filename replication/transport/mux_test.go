@@ -323,8 +323,17 @@ func TestHeartbeatPaths(t *testing.T) {
 	if fast.Load() != 1 || slow.Load() != 2 {
 		t.Fatalf("data AppendEntries took the fast path")
 	}
-	if idx, at := a.Acked("fast", b.cfg.LocalAddr); idx != 12 || at.IsZero() {
+	idx, at := a.Acked("fast", b.cfg.LocalAddr)
+	if idx != 12 || at.IsZero() {
 		t.Fatalf("Acked = %d at %v, want 12", idx, at)
+	}
+	// A successful heartbeat later refreshes the time, never the index.
+	time.Sleep(10 * time.Millisecond)
+	if err := a.Group("fast").AppendEntries("b", b.cfg.LocalAddr, hb, new(raft.AppendEntriesResponse)); err != nil {
+		t.Fatal(err)
+	}
+	if idx2, at2 := a.Acked("fast", b.cfg.LocalAddr); idx2 != 12 || !at2.After(at) {
+		t.Fatalf("after a heartbeat Acked = %d at %v, want 12 after %v", idx2, at2, at)
 	}
 }
 
