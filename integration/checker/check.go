@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // tp is a topic partition.
@@ -41,6 +42,7 @@ type state struct {
 	commits    []Commit
 	rebalances []Rebalance
 	consumers  map[string]consumerInfo
+	start      time.Time
 	drains     []*Drain
 	replicas   []*ReplicaLog
 	liveness   []Liveness
@@ -68,6 +70,7 @@ func (h *History) Check() *Report {
 		commits:    slices.Clone(h.commits),
 		rebalances: slices.Clone(h.rebalances),
 		consumers:  h.consumers,
+		start:      h.start,
 		drains:     slices.Clone(h.drains),
 		replicas:   slices.Clone(h.replicas),
 		liveness:   slices.Clone(h.liveness),
@@ -164,6 +167,48 @@ func (s *state) summary() []string {
 		fmt.Sprintf("writes: %d (%d from idempotent producers): %d ok, %d failed, %d indeterminate", len(s.writes), idem, ok, failed, indet),
 		fmt.Sprintf("consumers: %d, polled records: %d, commits: %d (%d ok), rebalance callbacks: %d",
 			len(s.consumers), len(s.polls), len(s.commits), commitsOK, len(s.rebalances)),
+	}
+	type activity struct {
+		polls, commits, ok, rebalances int
+		first, last                    time.Time
+	}
+	acts := map[string]*activity{}
+	act := func(name string) *activity {
+		if acts[name] == nil {
+			acts[name] = &activity{}
+		}
+		return acts[name]
+	}
+	for _, p := range s.polls {
+		a := act(p.Consumer)
+		a.polls++
+		if a.first.IsZero() {
+			a.first = p.At
+		}
+		a.last = p.At
+	}
+	for _, c := range s.commits {
+		a := act(c.Consumer)
+		a.commits++
+		if c.Outcome == OK {
+			a.ok++
+		}
+	}
+	for _, r := range s.rebalances {
+		act(r.Consumer).rebalances++
+	}
+	names := make([]string, 0, len(s.consumers))
+	for n := range s.consumers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a := act(n)
+		line := fmt.Sprintf("consumer %s (group %q): %d records polled", n, s.consumers[n].group, a.polls)
+		if a.polls > 0 {
+			line += fmt.Sprintf(" from +%.1fs to +%.1fs", a.first.Sub(s.start).Seconds(), a.last.Sub(s.start).Seconds())
+		}
+		out = append(out, line+fmt.Sprintf(", %d commits (%d ok), %d rebalance callbacks", a.commits, a.ok, a.rebalances))
 	}
 	for _, d := range s.drains {
 		n := 0

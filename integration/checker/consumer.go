@@ -86,11 +86,19 @@ func (c *Consumer) rebalance(kind RebalanceKind, m map[string][]int32) {
 	}
 }
 
-// Poll polls once, logs every record received, commits them when commit
-// is set (group members only), and lets a pending rebalance proceed. It
-// returns the number of records and whether the client is closed.
+// Poll polls once, logs every record received, commits every record
+// polled so far when commit is set (group members only), and lets a
+// pending rebalance proceed. It returns the number of records and whether
+// the client is closed. Like kgo's PollFetches it blocks until records
+// arrive or ctx ends.
 func (c *Consumer) Poll(ctx context.Context, commit bool) (int, bool) {
-	fs := c.cl.PollFetches(ctx)
+	return c.poll(ctx, ctx, commit)
+}
+
+// poll is Poll with the poll's context apart from the commit's, so a poll
+// can time out without canceling the commit after it.
+func (c *Consumer) poll(pollCtx, commitCtx context.Context, commit bool) (int, bool) {
+	fs := c.cl.PollFetches(pollCtx)
 	if fs.IsClientClosed() {
 		return 0, true
 	}
@@ -109,8 +117,8 @@ func (c *Consumer) Poll(ctx context.Context, commit bool) (int, bool) {
 	})
 	c.h.AddPoll(ps...)
 	if c.group != "" {
-		if commit && len(ps) > 0 {
-			_ = c.Commit(ctx)
+		if commit && commitCtx.Err() == nil {
+			_ = c.Commit(commitCtx) // a no-op when nothing polled is uncommitted
 		}
 		c.cl.AllowRebalance()
 	}
@@ -180,15 +188,20 @@ func (h *History) commitErr(id int) error {
 	return errors.New(h.commits[id].Err)
 }
 
-// Run polls until ctx ends, committing after a poll when commitEvery has
-// passed since the last commit (0: after every poll that returned
-// records).
+// Run polls until ctx ends, committing what was polled when commitEvery
+// has passed since the last commit (0: after every poll). A poll waits at
+// most commitEvery (at least 50 ms) for records, so what was polled last
+// is committed even when no more records come.
 func (c *Consumer) Run(ctx context.Context, commitEvery time.Duration) {
+	wait := max(commitEvery, 50*time.Millisecond)
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		due := time.Since(c.lastCommit) >= commitEvery
 		c.mu.Unlock()
-		if _, closed := c.Poll(ctx, due); closed {
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		_, closed := c.poll(pctx, ctx, due)
+		cancel()
+		if closed {
 			return
 		}
 	}

@@ -63,15 +63,28 @@ func sortedPartitions[V any](m map[int32]V) []int32 {
 func listOffsets(ctx context.Context, adm *kadm.Client, topic string, end bool) (map[int32]int64, error) {
 	var last error
 	for {
+		// One attempt may not take the whole bound: a request stuck on a
+		// broker that is going away must not hide the next leader.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var lo kadm.ListedOffsets
 		var err error
 		if end {
-			lo, err = adm.ListEndOffsets(ctx, topic)
+			lo, err = adm.ListEndOffsets(actx, topic)
 		} else {
-			lo, err = adm.ListStartOffsets(ctx, topic)
+			lo, err = adm.ListStartOffsets(actx, topic)
 		}
+		cancel()
 		if err == nil {
-			err = lo.Error()
+			var bad []string
+			lo.Each(func(o kadm.ListedOffset) {
+				if o.Err != nil {
+					bad = append(bad, fmt.Sprintf("%s-%d: %v", o.Topic, o.Partition, o.Err))
+				}
+			})
+			if len(bad) > 0 {
+				sort.Strings(bad)
+				err = errors.New(strings.Join(bad, "; "))
+			}
 		}
 		if err == nil {
 			out := map[int32]int64{}
@@ -190,7 +203,9 @@ func (h *History) WaitLag(ctx context.Context, adm *kadm.Client, group string, t
 // groupLag describes the partitions of topics where group's committed
 // offset is behind the end ("" when none is).
 func groupLag(ctx context.Context, adm *kadm.Client, group string, topics []string) (string, error) {
-	committed, err := adm.FetchOffsets(ctx, group)
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	committed, err := adm.FetchOffsets(actx, group)
+	cancel()
 	if err == nil {
 		err = committed.Error()
 	}

@@ -152,6 +152,7 @@ type consumerInfo struct {
 // concurrent use.
 type History struct {
 	mu         sync.Mutex
+	start      time.Time
 	clock      int64
 	producers  int
 	writes     []Write
@@ -167,7 +168,7 @@ type History struct {
 
 // New returns an empty history.
 func New() *History {
-	return &History{consumers: map[string]consumerInfo{}}
+	return &History{start: time.Now(), consumers: map[string]consumerInfo{}}
 }
 
 // tickLocked advances the history clock.
