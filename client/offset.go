@@ -36,6 +36,7 @@ type OffsetSpec struct {
 //	1234                              offset 1234
 //	-10                               10 records before the end (kcat's -o -10)
 //	@1700000000000                    the first record at or after this Unix ms timestamp
+//	@2026-11-28T09:00:00Z             the same with an RFC 3339 time
 //	-1h, -30m, -90s                   the first record at or after now minus this duration
 func ParseOffsetSpec(s string, now time.Time) (OffsetSpec, error) {
 	switch strings.ToLower(s) {
@@ -44,12 +45,12 @@ func ParseOffsetSpec(s string, now time.Time) (OffsetSpec, error) {
 	case "end", "latest", "newest":
 		return OffsetSpec{Kind: OffsetEnd}, nil
 	}
-	if ms, ok := strings.CutPrefix(s, "@"); ok {
-		n, err := strconv.ParseInt(ms, 10, 64)
-		if err != nil || n < 0 {
-			return OffsetSpec{}, fmt.Errorf("offset %q: want @ and a Unix timestamp in milliseconds", s)
+	if at, ok := strings.CutPrefix(s, "@"); ok {
+		ms, err := parseAbsoluteTime(at)
+		if err != nil {
+			return OffsetSpec{}, fmt.Errorf("offset %q: want @ and a Unix timestamp in milliseconds or an RFC 3339 time", s)
 		}
-		return OffsetSpec{Kind: OffsetTime, N: n}, nil
+		return OffsetSpec{Kind: OffsetTime, N: ms}, nil
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < 0 {
@@ -63,6 +64,39 @@ func ParseOffsetSpec(s string, now time.Time) (OffsetSpec, error) {
 		}
 	}
 	return OffsetSpec{}, fmt.Errorf("offset %q: want beginning, end, an offset, -N (from the end), @UNIX_MS or -DURATION (like -1h)", s)
+}
+
+// ParseTime reads a point in time as Unix milliseconds: a Unix timestamp
+// in milliseconds (1700000000000), an RFC 3339 time
+// (2026-11-28T09:00:00Z, 2026-11-28T10:00:00+01:00), or a duration before
+// now (-1h, -30m, -1h30m). It is what group reset-offsets --to-time takes.
+func ParseTime(s string, now time.Time) (int64, error) {
+	if rest, ok := strings.CutPrefix(s, "-"); ok {
+		if d, err := time.ParseDuration(rest); err == nil && d > 0 {
+			return now.Add(-d).UnixMilli(), nil
+		}
+	} else if ms, err := parseAbsoluteTime(s); err == nil {
+		return ms, nil
+	}
+	return 0, fmt.Errorf("time %q: want Unix milliseconds, an RFC 3339 time (2006-01-02T15:04:05Z) or -DURATION (like -1h)", s)
+}
+
+// parseAbsoluteTime reads Unix milliseconds (>= 0) or an RFC 3339 time.
+func parseAbsoluteTime(s string) (int64, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("negative timestamp %d", n)
+		}
+		return n, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, err
+	}
+	if ms := t.UnixMilli(); ms >= 0 {
+		return ms, nil
+	}
+	return 0, fmt.Errorf("time %s is before 1970", s)
 }
 
 // String is the spec as ParseOffsetSpec reads it back (times absolute).

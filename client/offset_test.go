@@ -1,6 +1,7 @@
 package client
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ func TestParseOffsetSpec(t *testing.T) {
 		{"1234", OffsetSpec{Kind: OffsetExact, N: 1234}},
 		{"-10", OffsetSpec{Kind: OffsetFromEnd, N: 10}},
 		{"@1600000000000", OffsetSpec{Kind: OffsetTime, N: 1_600_000_000_000}},
+		{"@2023-11-14T22:13:20Z", OffsetSpec{Kind: OffsetTime, N: 1_700_000_000_000}},
+		{"@2023-11-14T23:13:20.5+01:00", OffsetSpec{Kind: OffsetTime, N: 1_700_000_000_500}},
 		{"-1h", OffsetSpec{Kind: OffsetTime, N: 1_700_000_000_000 - 3_600_000}},
 		{"-90s", OffsetSpec{Kind: OffsetTime, N: 1_700_000_000_000 - 90_000}},
 		{"-1h30m", OffsetSpec{Kind: OffsetTime, N: 1_700_000_000_000 - 5_400_000}},
@@ -33,9 +36,34 @@ func TestParseOffsetSpec(t *testing.T) {
 			t.Errorf("%q: String %q reads back as %+v %v", tc.in, got.String(), back, err)
 		}
 	}
-	for _, bad := range []string{"", "yesterday", "@", "@-5", "@1h", "-0s", "-h", "1.5", "--5"} {
+	for _, bad := range []string{"", "yesterday", "@", "@-5", "@1h", "-0s", "-h", "1.5", "--5", "@2023-11-14", "@1969-12-31T00:00:00Z"} {
 		if _, err := ParseOffsetSpec(bad, now); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0},
+		{"1600000000000", 1_600_000_000_000},
+		{"2023-11-14T22:13:20Z", 1_700_000_000_000},
+		{"2023-11-14T22:13:20.123456Z", 1_700_000_000_123},
+		{"2023-11-14T17:13:20-05:00", 1_700_000_000_000},
+		{"-1h", 1_700_000_000_000 - 3_600_000},
+		{"-1h30m", 1_700_000_000_000 - 5_400_000},
+	} {
+		if got, err := ParseTime(tc.in, now); err != nil || got != tc.want {
+			t.Errorf("%q: %d %v, want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "-5", "-0s", "now", "2023-11-14", "2023-11-14 22:13:20", "@1600000000000", "1969-12-31T23:59:59Z"} {
+		if got, err := ParseTime(bad, now); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %d, error %v, want one line", bad, got, err)
 		}
 	}
 }

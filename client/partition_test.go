@@ -47,3 +47,35 @@ func TestKeyPartitionMatchesKgo(t *testing.T) {
 		}
 	}
 }
+
+// Partition numbers the Java client's default partitioner gives these keys
+// among 1,000 partitions (kafka-python's test_murmur2_java_compatibility
+// records them, "compared with output from Kafka's Partitioner"). An
+// empty key is a key: it is hashed, not spread as a null key is.
+func TestKeyPartitionMatchesJavaPartitions(t *testing.T) {
+	sticky := kgo.StickyKeyPartitioner(nil).ForTopic("t")
+	uniform := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic("t").(kgo.TopicBackupPartitioner)
+	for _, tc := range []struct {
+		key  string
+		want int
+	}{
+		{"", 681},
+		{"a", 524},
+		{"ab", 434},
+		{"abc", 107},
+		{"123456789", 566},
+		{"\x00 ", 742},
+	} {
+		key := []byte(tc.key)
+		if got := KeyPartition(key, 1000); got != tc.want {
+			t.Errorf("KeyPartition(%q, 1000) = %d, Java says %d", tc.key, got, tc.want)
+		}
+		r := &kgo.Record{Topic: "t", Key: key}
+		if got := sticky.Partition(r, 1000); got != tc.want {
+			t.Errorf("kgo.StickyKeyPartitioner: %q -> %d, Java says %d", tc.key, got, tc.want)
+		}
+		if got := uniform.PartitionByBackup(r, 1000, nil); got != tc.want {
+			t.Errorf("the partitioner New installs: %q -> %d, Java says %d", tc.key, got, tc.want)
+		}
+	}
+}
