@@ -8,106 +8,104 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/varvelog/varve/integration/checker"
 )
 
-// The compose test runs the repository's docker-compose.yml: three brokers
-// in containers built FROM scratch by docker/build.sh, reached from this
-// (host) process on their published EXTERNAL listeners. It needs a Docker
-// engine and docker-compose, so it runs only when asked:
+// The compose tests (tier T3 of TESTPLAN.md) run the repository's
+// docker-compose.yml: three brokers in containers built FROM scratch by
+// docker/build.sh, reached from this (host) process on their published
+// EXTERNAL listeners, and fault them with docker itself: docker kill,
+// docker-compose stop (SIGTERM), docker pause and docker network
+// disconnect. They need a Docker engine and docker-compose, so they run
+// only when asked:
 const composeCommand = "VARVE_COMPOSE=1 go test -count=1 -run TestCompose -v ./integration/"
 
 // composeProject names the compose project, so the containers, network and
 // volumes of a test run never mix with a developer's `docker-compose up`.
 const composeProject = "varvetest"
 
+// composeNetwork is the project's network (docker-compose names it
+// <project>_default), which docker network disconnect cuts.
+const composeNetwork = composeProject + "_default"
+
+// composeBrokers are the broker ids of docker-compose.yml (service
+// varve-<id>).
+var composeBrokers = []int32{1, 2, 3}
+
 // composeExternal is each broker's published Kafka address, by broker id
 // (docker-compose.yml: EXTERNAL://localhost:1909N, ports "1909N:1909N").
 var composeExternal = map[int32]string{1: "localhost:19091", 2: "localhost:19092", 3: "localhost:19093"}
 
-// composeCluster drives docker-compose for one test.
+// composeSeeds is every broker's published address.
+func composeSeeds() []string {
+	return []string{composeExternal[1], composeExternal[2], composeExternal[3]}
+}
+
+// composeCluster drives docker-compose for one test (or subtest: see
+// forTest). Its methods fail t on errors.
 type composeCluster struct {
 	t       *testing.T
 	root    string   // repository root
 	compose []string // the compose command and its project flags
 }
 
-// TestComposeKillOneBroker builds the image, starts the three-broker compose
-// cluster, creates a topic (6 partitions, RF 3), produces 2,000 records,
-// kills the container leading the most partitions, produces 2,000 more
-// while it is down, and checks through a surviving broker that every
-// acknowledged record sits exactly once at its acknowledged offset. Then it
-// starts the container again, waits until it is healthy and leads again,
-// and checks the same through it.
-func TestComposeKillOneBroker(t *testing.T) {
+// TestCompose builds the image once, starts the three-broker compose
+// cluster once, and runs the T3 rows of TESTPLAN.md against it as
+// subtests, each on its own topic (6 partitions, RF 3) under a continuous
+// idempotent load recorded by the checker (integration/checker):
+//
+//   - RollingRestart (row 17; issue 7's "a rolling restart under load loses
+//     nothing, each partition leaderless < 5 s"): SIGTERM each broker in
+//     turn, start it again, wait until it is healthy and leads again.
+//   - LeaderKill (row 1): docker kill the leader of a partition, produce and
+//     consume through the others while it is down, start it again; two
+//     rounds.
+//   - LeaderPause (row 6): docker pause the leader past the election
+//     timeout, then unpause it.
+//   - LeaderIsolation (row 4): docker network disconnect the leader while
+//     a client sharing its network namespace keeps writing to it; the old
+//     leader must acknowledge nothing, then rejoin.
+//   - ReplicasAgree (row 8 at T3): stop every broker and read every
+//     replica's segment files offline (docker cp): identical batches,
+//     valid CRCs, and the contents each subtest's history expects.
+//
+// Each subtest heals the cluster first (unpause, reconnect, start, wait
+// healthy), so one failure does not cascade into the next. Set
+// VARVE_COMPOSE_PREBUILT=1 to reuse an existing varve:dev image instead of
+// running docker/build.sh (handy while iterating on the tests), and
+// VARVE_COMPOSE_LOGS=<dir> to keep every broker's whole log there.
+func TestCompose(t *testing.T) {
 	cc := newComposeCluster(t)
-	cc.build()
+	if os.Getenv("VARVE_COMPOSE_PREBUILT") == "1" {
+		t.Log("VARVE_COMPOSE_PREBUILT=1: using the existing varve:dev image")
+	} else {
+		cc.build()
+	}
 	start := time.Now()
 	cc.up()
-	cc.waitHealthy(90*time.Second, 1, 2, 3)
+	cc.waitHealthy(90*time.Second, composeBrokers...)
 	t.Logf("three brokers healthy in %v", time.Since(start).Round(time.Millisecond))
 
-	const topic, partitions, perPhase = "compose", 6, 2000
-	seeds := []string{composeExternal[1], composeExternal[2], composeExternal[3]}
-	admCl := composeClient(t, seeds)
-	adm := kadm.NewClient(admCl)
-	ctx := testContext(t, 30*time.Second)
-	resp, err := adm.CreateTopic(ctx, partitions, 3, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("create topic %s (6 partitions, RF 3): %v", topic, err)
-	}
-
-	// CreateTopics answers once the metadata has the topic; its partitions'
-	// Raft groups elect leaders moments later (LEADER_NOT_AVAILABLE until
-	// then), and a producer that saw no leader waits out kgo's 5 s
-	// metadata min age.
-	composeWaitLeaders(t, admCl, topic, partitions, 30*time.Second)
-
-	prod := composeClient(t, seeds, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(90*time.Second))
-	acked := map[string]composeAck{}
-	phase := time.Now()
-	composeProduce(t, prod, acked, "before", perPhase)
-	t.Logf("produced %d records with all brokers up in %v", perPhase, time.Since(phase).Round(time.Millisecond))
-
-	victim, moved := composeMostLeader(t, admCl, topic)
-	victimContainer := cc.container(victim)
-	phase = time.Now()
-	cc.docker(30*time.Second, "kill", victimContainer)
-	t.Logf("killed broker %d (container %.12s)", victim, victimContainer)
-	composeProduce(t, prod, acked, "during", perPhase)
-	t.Logf("produced %d records with broker %d down in %v (leader elections included)", perPhase, victim, time.Since(phase).Round(time.Millisecond))
-	// The keys spread over every partition: those the dead broker led took
-	// writes under new leaders.
-	for _, p := range moved {
-		if !composeWritten(acked, "during", p) {
-			t.Fatalf("no record acknowledged in partition %d (led by the killed broker) while it was down", p)
+	// The histories of the subtests that ran, for the offline replica
+	// check at the end.
+	var runs []*composeRun
+	record := func(r *composeRun) {
+		if r != nil {
+			runs = append(runs, r)
 		}
 	}
-
-	survivor := int32(1)
-	if victim == 1 {
-		survivor = 2
-	}
-	composeCheck(t, []string{composeExternal[survivor]}, topic, acked)
-	t.Logf("all %d acknowledged records read back through broker %d", len(acked), survivor)
-
-	phase = time.Now()
-	cc.docker(30*time.Second, "start", victimContainer)
-	cc.waitHealthy(90*time.Second, victim)
-	composeWaitLeads(t, admCl, topic, victim, 60*time.Second)
-	t.Logf("broker %d restarted, healthy and leading again in %v", victim, time.Since(phase).Round(time.Millisecond))
-	composeCheck(t, []string{composeExternal[victim]}, topic, acked)
-	t.Logf("all %d acknowledged records read back through the restarted broker %d", len(acked), victim)
+	t.Run("RollingRestart", func(t *testing.T) { record(testComposeRollingRestart(t, cc.forTest(t))) })
+	t.Run("LeaderKill", func(t *testing.T) { record(testComposeLeaderKill(t, cc.forTest(t))) })
+	t.Run("LeaderPause", func(t *testing.T) { record(testComposeLeaderPause(t, cc.forTest(t))) })
+	t.Run("LeaderIsolation", func(t *testing.T) { record(testComposeLeaderIsolation(t, cc.forTest(t))) })
+	t.Run("ReplicasAgree", func(t *testing.T) { testComposeReplicasAgree(t, cc.forTest(t), runs) })
 }
 
 // newComposeCluster skips unless VARVE_COMPOSE=1, and checks that a Docker
@@ -155,8 +153,29 @@ func newComposeCluster(t *testing.T) *composeCluster {
 			out, _ := cc.composeRun(time.Minute, "logs", "--no-color", "--tail", "100")
 			t.Logf("docker-compose logs --tail 100:\n%s", out)
 		}
+		if dir := os.Getenv("VARVE_COMPOSE_LOGS"); dir != "" {
+			for _, id := range composeBrokers {
+				c, err := cc.containerID(id)
+				if err != nil {
+					continue
+				}
+				out, _ := cc.dockerRun(time.Minute, "logs", "--timestamps", c)
+				name := filepath.Join(dir, fmt.Sprintf("varve-%d.log", id))
+				if err := os.WriteFile(name, []byte(out), 0o644); err != nil {
+					t.Errorf("VARVE_COMPOSE_LOGS: %v", err)
+				}
+			}
+			t.Logf("VARVE_COMPOSE_LOGS: the brokers' logs are in %s", dir)
+		}
 		start := time.Now()
-		if out, err := cc.composeRun(2*time.Minute, "down", "-v", "-t", "10"); err != nil {
+		// A container left paused or disconnected by a failed subtest
+		// still goes: down removes it and the network.
+		for _, id := range composeBrokers {
+			if c, err := cc.containerID(id); err == nil {
+				_, _ = cc.dockerRun(30*time.Second, "unpause", c)
+			}
+		}
+		if out, err := cc.composeRun(2*time.Minute, "down", "-v", "--remove-orphans", "-t", "10"); err != nil {
 			t.Errorf("docker-compose down -v: %v\n%s", err, out)
 		}
 		t.Logf("docker-compose down -v in %v", time.Since(start).Round(time.Millisecond))
@@ -164,10 +183,25 @@ func newComposeCluster(t *testing.T) *composeCluster {
 	return cc
 }
 
+// forTest is cc for subtest t: failures fail t, and when t fails the
+// brokers' logs since it started are printed.
+func (cc *composeCluster) forTest(t *testing.T) *composeCluster {
+	c := *cc
+	c.t = t
+	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := c.composeRun(time.Minute, "logs", "--no-color", "--timestamps", "--tail", "300")
+			t.Logf("docker-compose logs (last 300 lines per broker; the subtest started at %s):\n%s", since, out)
+		}
+	})
+	return &c
+}
+
 // build runs docker/build.sh: the static binary and the varve:dev image.
 func (cc *composeCluster) build() {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(cc.root, "docker", "build.sh"))
 	cmd.Dir = cc.root
@@ -188,12 +222,55 @@ func (cc *composeCluster) up() {
 
 // container is the id of broker id's container (service varve-<id>).
 func (cc *composeCluster) container(id int32) string {
-	out, err := cc.composeRun(30*time.Second, "ps", "-q", fmt.Sprintf("varve-%d", id))
+	cc.t.Helper()
+	c, err := cc.containerID(id)
+	if err != nil {
+		cc.t.Fatal(err)
+	}
+	return c
+}
+
+// containerID finds the container by the labels docker-compose puts on
+// it: plain docker answers in milliseconds, where every docker-compose 1.x
+// invocation costs seconds of interpreter start-up.
+func (cc *composeCluster) containerID(id int32) (string, error) {
+	out, err := cc.dockerRun(30*time.Second, "ps", "-aq", "--no-trunc",
+		"--filter", "label=com.docker.compose.project="+composeProject,
+		"--filter", fmt.Sprintf("label=com.docker.compose.service=varve-%d", id))
 	name := strings.TrimSpace(out)
 	if err != nil || name == "" || strings.ContainsAny(name, " \n") {
-		cc.t.Fatalf("container of varve-%d: %q %v", id, out, err)
+		return "", fmt.Errorf("container of varve-%d: %q %v", id, out, err)
 	}
-	return name
+	return name, nil
+}
+
+// composeState is what docker inspect says about a broker's container.
+type composeState struct {
+	status    string // running, exited, paused, ...
+	health    string // healthy, starting, unhealthy ("" without a check)
+	networks  string // the networks it is connected to
+	exitCode  int
+	pid       int // its init process (the broker) on this host, while running
+	startedAt string
+}
+
+func (cc *composeCluster) state(id int32) composeState {
+	cc.t.Helper()
+	c := cc.container(id)
+	out, err := cc.dockerRun(30*time.Second, "inspect", "-f",
+		"{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}|{{.State.ExitCode}}|{{.State.Pid}}|{{.State.StartedAt}}", c)
+	if err != nil {
+		cc.t.Fatalf("docker inspect varve-%d: %v\n%s", id, err, out)
+	}
+	f := strings.Split(strings.TrimSpace(out), "|")
+	if len(f) != 6 {
+		cc.t.Fatalf("docker inspect varve-%d: %q", id, out)
+	}
+	var st composeState
+	st.status, st.health, st.networks, st.startedAt = f[0], f[1], strings.TrimSpace(f[2]), f[5]
+	fmt.Sscan(f[3], &st.exitCode)
+	fmt.Sscan(f[4], &st.pid)
+	return st
 }
 
 // waitHealthy waits until each broker's container reports healthy (its
@@ -202,22 +279,58 @@ func (cc *composeCluster) waitHealthy(within time.Duration, ids ...int32) {
 	cc.t.Helper()
 	deadline := time.Now().Add(within)
 	for _, id := range ids {
-		c := cc.container(id)
 		for {
-			out, err := cc.dockerRun(30*time.Second, "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", c)
-			state := strings.TrimSpace(out)
-			if err == nil && state == "running healthy" {
+			st := cc.state(id)
+			if st.status == "running" && st.health == "healthy" {
 				break
 			}
-			if err == nil && !strings.HasPrefix(state, "running") {
-				cc.t.Fatalf("broker %d's container is %q, not running", id, state)
+			if st.status != "running" {
+				cc.t.Fatalf("broker %d's container is %s (exit code %d), not running", id, st.status, st.exitCode)
 			}
 			if time.Now().After(deadline) {
-				cc.t.Fatalf("broker %d not healthy within %v: %q %v", id, within, state, err)
+				cc.t.Fatalf("broker %d not healthy within %v: %s %s", id, within, st.status, st.health)
 			}
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
+}
+
+// heal undoes whatever a fault (or a failed subtest) left: unpauses,
+// reconnects to the compose network (under the service name the peers
+// dial), starts stopped containers, and waits until all are healthy.
+func (cc *composeCluster) heal() {
+	cc.t.Helper()
+	for _, id := range composeBrokers {
+		st := cc.state(id)
+		c := cc.container(id)
+		if st.status == "paused" {
+			cc.docker(30*time.Second, "unpause", c)
+		}
+		if !strings.Contains(st.networks, composeNetwork) {
+			cc.connect(id)
+		}
+		if st.status == "exited" || st.status == "created" {
+			cc.docker(60*time.Second, "start", c)
+		}
+	}
+	cc.waitHealthy(90*time.Second, composeBrokers...)
+}
+
+// connect reconnects broker id's container to the compose network with its
+// service name as alias: the peers dial varve-<id>, and docker network
+// connect alone would register only the container's name.
+func (cc *composeCluster) connect(id int32) {
+	cc.docker(30*time.Second, "network", "connect", "--alias", fmt.Sprintf("varve-%d", id), composeNetwork, cc.container(id))
+}
+
+// logs is broker id's container output since the RFC 3339 time since.
+func (cc *composeCluster) logs(id int32, since string) string {
+	cc.t.Helper()
+	out, err := cc.dockerRun(time.Minute, "logs", "--since", since, cc.container(id))
+	if err != nil {
+		cc.t.Fatalf("docker logs varve-%d: %v\n%s", id, err, out)
+	}
+	return out
 }
 
 // docker runs a docker command that must succeed.
@@ -225,6 +338,14 @@ func (cc *composeCluster) docker(timeout time.Duration, args ...string) {
 	cc.t.Helper()
 	if out, err := cc.dockerRun(timeout, args...); err != nil {
 		cc.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// composeMust runs a docker-compose command that must succeed.
+func (cc *composeCluster) composeMust(timeout time.Duration, args ...string) {
+	cc.t.Helper()
+	if out, err := cc.composeRun(timeout, args...); err != nil {
+		cc.t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
@@ -247,7 +368,7 @@ func composeExec(timeout time.Duration, dir, name string, args ...string) (strin
 
 // composeClient is a franz-go client of the compose cluster, closed with
 // the test.
-func composeClient(t *testing.T, seeds []string, opts ...kgo.Opt) *kgo.Client {
+func composeClient(t testing.TB, seeds []string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
 	if err != nil {
@@ -257,66 +378,29 @@ func composeClient(t *testing.T, seeds []string, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-// composeAck is where the cluster acknowledged a record.
-type composeAck struct {
-	partition int32
-	offset    int64
-}
-
-// composeProduce produces n records with distinct values (acks=all,
-// idempotent, retried by the client) and records where each was
-// acknowledged. Every record must be acknowledged.
-func composeProduce(t *testing.T, cl *kgo.Client, acked map[string]composeAck, phase string, n int) {
-	t.Helper()
-	ctx := testContext(t, 2*time.Minute)
-	var mu sync.Mutex
-	var errs []error
-	for i := range n {
-		v := fmt.Sprintf("%s-%05d", phase, i)
-		cl.Produce(ctx, &kgo.Record{Key: []byte(v), Value: []byte(v)}, func(r *kgo.Record, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.Value, err))
-				return
-			}
-			acked[string(r.Value)] = composeAck{r.Partition, r.Offset}
-		})
-	}
-	if err := cl.Flush(ctx); err != nil {
-		t.Fatalf("flush: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d records not acknowledged; first: %v", len(errs), n, errs[0])
-	}
-}
-
-// composeWritten reports whether a record of phase was acknowledged in
-// partition p.
-func composeWritten(acked map[string]composeAck, phase string, p int32) bool {
-	for v, at := range acked {
-		if at.partition == p && strings.HasPrefix(v, phase+"-") {
-			return true
-		}
-	}
-	return false
-}
-
 // composeLeaders lists the partitions of topic each broker leads, from a
 // Metadata request sent now (kadm's Metadata answers from the client's
 // cache, up to 5 s old).
 func composeLeaders(ctx context.Context, cl *kgo.Client, topic string) (map[int32][]int32, error) {
+	resp, err := composeMetadata(ctx, cl, topic)
+	if err != nil {
+		return nil, err
+	}
+	return composeLeadersIn(resp, topic)
+}
+
+// composeMetadata sends a Metadata request for topic now.
+func composeMetadata(ctx context.Context, cl *kgo.Client, topic string) (*kmsg.MetadataResponse, error) {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.Topics) != 1 {
+	return req.RequestWith(ctx, cl)
+}
+
+// composeLeadersIn is composeLeaders for a Metadata response in hand.
+func composeLeadersIn(resp *kmsg.MetadataResponse, topic string) (map[int32][]int32, error) {
+	if len(resp.Topics) != 1 || resp.Topics[0].Topic == nil || *resp.Topics[0].Topic != topic {
 		return nil, fmt.Errorf("metadata of %s: %d topics", topic, len(resp.Topics))
 	}
 	if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); err != nil {
@@ -333,14 +417,14 @@ func composeLeaders(ctx context.Context, cl *kgo.Client, topic string) (map[int3
 
 // composeMostLeader is the broker leading the most partitions of topic,
 // and those partitions.
-func composeMostLeader(t *testing.T, cl *kgo.Client, topic string) (int32, []int32) {
+func composeMostLeader(t testing.TB, cl *kgo.Client, topic string) (int32, []int32) {
 	t.Helper()
 	leads, err := composeLeaders(testContext(t, 10*time.Second), cl, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	victim := int32(2)
-	for id := int32(1); id <= 3; id++ {
+	victim := composeBrokers[0]
+	for _, id := range composeBrokers {
 		if len(leads[id]) > len(leads[victim]) {
 			victim = id
 		}
@@ -350,7 +434,7 @@ func composeMostLeader(t *testing.T, cl *kgo.Client, topic string) (int32, []int
 }
 
 // composeWaitLeaders waits until every partition of topic has a leader.
-func composeWaitLeaders(t *testing.T, cl *kgo.Client, topic string, partitions int, within time.Duration) {
+func composeWaitLeaders(t testing.TB, cl *kgo.Client, topic string, partitions int, within time.Duration) {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -373,73 +457,27 @@ func composeWaitLeaders(t *testing.T, cl *kgo.Client, topic string, partitions i
 // composeWaitLeads waits until broker id leads a partition of topic again:
 // the leader balancer hands a restarted broker its preferred partitions
 // once it has caught up, so reading through it then reads its replicas.
-func composeWaitLeads(t *testing.T, cl *kgo.Client, topic string, id int32, within time.Duration) {
+func composeWaitLeads(t testing.TB, cl *kgo.Client, topic string, id int32, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	start := time.Now()
 	for {
 		leads, err := composeLeaders(testContext(t, 10*time.Second), cl, topic)
 		if err == nil && len(leads[id]) > 0 {
-			t.Logf("partitions led per broker: %v", leads)
+			t.Logf("broker %d leads again %v after it was healthy: %v", id, time.Since(start).Round(time.Millisecond), leads)
 			return
 		}
-		if time.Now().After(deadline) {
+		if time.Since(start) > within {
 			t.Fatalf("broker %d leads no partition of %s %v after its restart: %v %v", id, topic, within, leads, err)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
-// composeCheck reads topic from the start through the brokers in seeds and
-// checks that each acknowledged record is at its acknowledged partition and
-// offset, that no value appears twice, and that the log holds nothing else.
-func composeCheck(t *testing.T, seeds []string, topic string, acked map[string]composeAck) {
-	t.Helper()
-	ctx := testContext(t, 90*time.Second)
-	cl := composeClient(t, seeds, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(200*time.Millisecond))
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatalf("end offsets through %v: %v", seeds, err)
-	}
-	want := map[int32]int64{}
-	total := int64(0)
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			t.Fatalf("end offset of %s/%d through %v: %v", o.Topic, o.Partition, seeds, o.Err)
-		}
-		want[o.Partition] = o.Offset
-		total += o.Offset
-	})
-	if total != int64(len(acked)) {
-		t.Fatalf("the partitions end at %v (%d records), %d were acknowledged", want, total, len(acked))
-	}
-	got := map[string]composeAck{}
-	read := int64(0)
-	for read < total {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records through %v: %v", read, total, seeds, ctx.Err())
-		}
-		fs.EachError(func(tp string, p int32, err error) {
-			t.Logf("fetch %s/%d through %v: %v (retried)", tp, p, seeds, err)
-		})
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= want[r.Partition] {
-				return
-			}
-			read++
-			at := composeAck{r.Partition, r.Offset}
-			if prev, dup := got[string(r.Value)]; dup {
-				t.Fatalf("value %s at %d/%d and at %d/%d", r.Value, prev.partition, prev.offset, at.partition, at.offset)
-			}
-			got[string(r.Value)] = at
-		})
-	}
-	for v, at := range acked {
-		if g, ok := got[v]; !ok {
-			t.Fatalf("acknowledged %s at %d/%d: missing", v, at.partition, at.offset)
-		} else if g != at {
-			t.Fatalf("acknowledged %s at %d/%d: read at %d/%d", v, at.partition, at.offset, g.partition, g.offset)
-		}
-	}
+// composeRun is what one subtest leaves for the final offline replica
+// check: its topic and its history.
+type composeRun struct {
+	name       string
+	topic      string
+	partitions int32
+	h          *checker.History
 }
