@@ -14,14 +14,14 @@ import (
 // runCluster is varve cluster: info.
 func runCluster(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return runSub(ctx, "cluster", []subcommand{
-		{"info", "brokers, controller, topics, partitions led per broker, under-replicated and offline partitions", clusterInfo},
+		{"info", "brokers, metadata leader (Kafka's controller), partitions led per broker, under-replicated and offline partitions", clusterInfo},
 	}, args, stdin, stdout, stderr)
 }
 
 // clusterSummary is cluster info -o json.
 type clusterSummary struct {
 	ClusterID        string           `json:"cluster_id"`
-	Controller       int32            `json:"controller"`
+	MetadataLeader   int32            `json:"metadata_leader"` // Kafka's controller; -1: none
 	Topics           int              `json:"topics"` // not counting internal ones
 	Partitions       int              `json:"partitions"`
 	UnderReplicated  int              `json:"under_replicated"`
@@ -48,7 +48,8 @@ type partitionIssue struct {
 }
 
 func clusterInfo(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	fs := newToolFlags("cluster info", "varve cluster info [-o text|json]", "  varve cluster info\n  varve cluster info --brokers varve-1:9092 -o json\n").withOutput()
+	fs := newToolFlags("cluster info", "varve cluster info [-o text|json]",
+		"  varve cluster info\n  varve cluster info --brokers localhost:19091 -o json\n").withOutput()
 	if _, err := fs.parse(args, 0, stdout); err != nil {
 		return helped(err)
 	}
@@ -66,7 +67,7 @@ func clusterInfo(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 	if p.json {
 		return p.writeJSON(s)
 	}
-	p.fields([2]string{"cluster id", s.ClusterID}, [2]string{"controller", strconv.Itoa(int(s.Controller))},
+	p.fields([2]string{"cluster id", s.ClusterID}, [2]string{"metadata leader", strconv.Itoa(int(s.MetadataLeader))},
 		[2]string{"brokers", strconv.Itoa(len(s.Brokers))}, [2]string{"topics", strconv.Itoa(s.Topics)},
 		[2]string{"partitions", strconv.Itoa(s.Partitions)}, [2]string{"under-replicated", strconv.Itoa(s.UnderReplicated)},
 		[2]string{"offline", strconv.Itoa(s.Offline)})
@@ -92,7 +93,7 @@ func clusterInfo(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 // summarizeCluster counts from one Metadata answer (internal topics'
 // partitions included in every count but the topic count).
 func summarizeCluster(m kadm.Metadata) clusterSummary {
-	s := clusterSummary{ClusterID: m.Cluster, Controller: m.Controller, Brokers: []brokerSummary{}, ProblemPartition: []partitionIssue{}}
+	s := clusterSummary{ClusterID: m.Cluster, MetadataLeader: m.Controller, Brokers: []brokerSummary{}, ProblemPartition: []partitionIssue{}}
 	byID := map[int32]*brokerSummary{}
 	for _, b := range m.Brokers {
 		s.Brokers = append(s.Brokers, brokerSummary{ID: b.NodeID, Address: net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), Rack: b.Rack})

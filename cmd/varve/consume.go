@@ -16,9 +16,11 @@ import (
 )
 
 const consumeExamples = `  varve consume -t demo -e                             # every record, then exit
+  varve consume -t demo -e -k :                        # key:value
   varve consume -t demo -o end                         # follow new records (^C stops)
   varve consume -t demo -o -1h -f '%k=%s @%p/%o\n'     # the last hour, kcat-style
   varve consume -t demo -o @1700000000000 -n 10 --json
+  varve consume -t demo -o @2026-11-28T09:00:00Z -e    # from a time (RFC 3339) to the end
   varve consume -g billing -t demo -e                  # as group billing, committing what it prints
 `
 
@@ -29,23 +31,30 @@ const consumeExamples = `  varve consume -t demo -e                             
 // partition read (with -g: assigned to this member) has reached the end
 // offset it had when consume started; -n stops after COUNT records.
 func runConsume(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newToolFlags("consume", "varve consume -t TOPIC [-g GROUP] [-o OFFSET] [-p PARTITION] [-n COUNT] [-e] [-f FORMAT | --json]", consumeExamples)
+	fs := newToolFlags("consume", "varve consume -t TOPIC [-g GROUP] [-o OFFSET] [-p PARTITION] [-n COUNT] [-e] [-k SEP | -f FORMAT | --json]", consumeExamples)
 	topic := fs.String("t", "", "`TOPIC` to consume (required)")
 	group := fs.String("g", "", "consume as consumer `GROUP`, committing the records printed")
-	offset := fs.String("o", "beginning", "start `OFFSET`: beginning, end, an offset, -N (N before the end), @UNIX_MS, or -DURATION like -1h (with -g: only without a commit)")
+	offset := fs.String("o", "beginning", "start `OFFSET`: beginning, end, an offset, -N (N before the end), @UNIX_MS or @RFC3339_TIME, or -DURATION like -1h (with -g: only without a commit)")
 	partition := fs.Int("p", -1, "read only this `PARTITION` (not with -g)")
 	count := fs.Int("n", 0, "stop after `COUNT` records (0: no limit)")
 	exitAtEnd := fs.Bool("e", false, "stop at the end offsets the partitions had at the start")
 	format := fs.String("f", "", `kcat-style `+"`FORMAT`"+`: %t topic, %p partition, %o offset, %k key, %s value, %T timestamp ms, %h headers, %K %S lengths, \n \t (default: the value and a newline)`)
 	asJSON := fs.Bool("json", false, "one JSON object per record: topic, partition, offset, timestamp, key, value, headers")
+	keySep := fs.String("k", "", "print the key, `SEP` and the value (the format produce -k reads back)")
 	if _, err := fs.parse(args, 0, stdout); err != nil {
 		return helped(err)
+	}
+	formats := 0
+	for _, given := range []bool{*format != "", *asJSON, *keySep != ""} {
+		if given {
+			formats++
+		}
 	}
 	switch {
 	case *topic == "":
 		return usagef("-t TOPIC is required")
-	case *format != "" && *asJSON:
-		return usagef("-f and --json exclude each other")
+	case formats > 1:
+		return usagef("-k, -f and --json exclude each other")
 	case *partition >= 0 && *group != "":
 		return usagef("-p cannot be combined with -g (the group assigns partitions)")
 	case *count < 0:
@@ -60,6 +69,11 @@ func runConsume(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if *asJSON {
 		render = client.AppendJSON
+	} else if *keySep != "" {
+		sep := []byte(*keySep)
+		render = func(dst []byte, r *kgo.Record) ([]byte, error) {
+			return append(append(append(append(dst, r.Key...), sep...), r.Value...), '\n'), nil
+		}
 	} else if *format != "" {
 		f, err := client.ParseFormat(*format)
 		if err != nil {

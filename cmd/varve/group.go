@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
@@ -232,14 +233,16 @@ type offsetReset struct {
 
 func groupResetOffsets(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newToolFlags("group reset-offsets",
-		"varve group reset-offsets GROUP -t TOPIC --to-earliest|--to-latest|--to-offset N|--to-time UNIX_MS [--execute] [-o text|json]",
+		"varve group reset-offsets GROUP -t TOPIC --to-earliest|--to-latest|--to-offset N|--to-time TIME [--execute] [-o text|json]",
 		"  varve group reset-offsets billing -t demo --to-earliest            # dry run: prints the plan\n"+
-			"  varve group reset-offsets billing -t demo --to-time 1700000000000 --execute\n").withOutput()
+			"  varve group reset-offsets billing -t demo --to-time 1700000000000 --execute\n"+
+			"  varve group reset-offsets billing -t demo --to-time 2026-11-28T09:00:00Z --execute\n"+
+			"  varve group reset-offsets billing -t demo --to-time -1h --execute     # an hour back\n").withOutput()
 	topic := fs.String("t", "", "`TOPIC` whose partitions to reset (required)")
 	earliest := fs.Bool("to-earliest", false, "reset to the log start offsets")
 	latest := fs.Bool("to-latest", false, "reset to the end offsets (skip everything)")
 	toOffset := fs.Int64("to-offset", -1, "reset to offset `N` (clamped to each partition's start and end)")
-	toTime := fs.Int64("to-time", -1, "reset to the first record at or after `UNIX_MS`")
+	toTime := fs.String("to-time", "", "reset to the first record at or after `TIME`: Unix milliseconds, an RFC 3339 time (2026-11-28T09:00:00Z) or -DURATION (-1h: an hour ago)")
 	execute := fs.Bool("execute", false, "commit the new offsets (without it: a dry run that changes nothing)")
 	pos, err := fs.parse(args, 1, stdout)
 	if err != nil {
@@ -247,6 +250,7 @@ func groupResetOffsets(ctx context.Context, args []string, _ io.Reader, stdout, 
 	}
 	name := pos[0]
 	var specs []client.OffsetSpec
+	var timeErr error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "to-earliest":
@@ -260,16 +264,20 @@ func groupResetOffsets(ctx context.Context, args []string, _ io.Reader, stdout, 
 		case "to-offset":
 			specs = append(specs, client.OffsetSpec{Kind: client.OffsetExact, N: *toOffset})
 		case "to-time":
-			specs = append(specs, client.OffsetSpec{Kind: client.OffsetTime, N: *toTime})
+			ms, err := client.ParseTime(*toTime, time.Now())
+			timeErr = err
+			specs = append(specs, client.OffsetSpec{Kind: client.OffsetTime, N: ms})
 		}
 	})
 	switch {
 	case *topic == "":
 		return usagef("-t TOPIC is required")
 	case len(specs) != 1:
-		return usagef("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-time UNIX_MS")
+		return usagef("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-time TIME")
+	case timeErr != nil:
+		return usagef("--to-time: %v", timeErr)
 	case specs[0].N < 0:
-		return usagef("--to-offset and --to-time take a value >= 0")
+		return usagef("--to-offset takes an offset >= 0")
 	}
 	cl, adm, err := fs.connect(ctx)
 	if err != nil {

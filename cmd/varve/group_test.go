@@ -133,6 +133,9 @@ func testGroupResetOffsets(t *testing.T, c *integration.Cluster) {
 		{[]string{"--to-offset", "99"}, 2, 3}, // clamped to the end
 		{[]string{"--to-time", "0"}, 3, 0},
 		{[]string{"--to-time", "99999999999999"}, 0, 3},
+		{[]string{"--to-time", "-1h"}, 3, 0},
+		{[]string{"--to-time", time.Now().Add(time.Hour).Format(time.RFC3339)}, 0, 3},
+		{[]string{"--to-time", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)}, 3, 0},
 	} {
 		args := append([]string{"group", "reset-offsets", "g-reset", "-t", "lagged", "--execute", "-o", "json", "--brokers", b}, tc.args...)
 		r := runCLI(t, "", args...)

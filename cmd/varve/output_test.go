@@ -74,6 +74,8 @@ func TestToolsAgainstABroker(t *testing.T) {
 		{"ProduceKeyedPartitions", testProduceKeyedPartitions},
 		{"ProduceHeadersConsumeJSON", testProduceHeadersConsumeJSON},
 		{"ProduceFailures", testProduceFailures},
+		{"ProduceJSONSummary", testProduceJSONSummary},
+		{"ProduceProgress", testProduceProgress},
 		{"ConsumeUnknownTopic", testConsumeUnknownTopic},
 		{"ConsumeAsGroup", testConsumeAsGroup},
 		{"TopicRoundTrip", testTopicRoundTrip},
@@ -132,7 +134,9 @@ func TestToolUsageErrors(t *testing.T) {
 		{[]string{"produce", "-t", "x", "-H", "novalue"}, `-H "novalue": want key=value`},
 		{[]string{"consume", "-t", "x", "-o", "yesterday"}, `offset "yesterday": want beginning, end`},
 		{[]string{"consume", "-t", "x", "-f", "%z"}, `unknown directive %z`},
-		{[]string{"consume", "-t", "x", "-f", "%s", "--json"}, `-f and --json exclude each other`},
+		{[]string{"consume", "-t", "x", "-f", "%s", "--json"}, `-k, -f and --json exclude each other`},
+		{[]string{"consume", "-t", "x", "-k", ":", "-f", "%s"}, `-k, -f and --json exclude each other`},
+		{[]string{"consume", "-t", "x", "-k", ":", "--json"}, `-k, -f and --json exclude each other`},
 		{[]string{"consume", "-t", "x", "-g", "g", "-p", "0"}, `-p cannot be combined with -g`},
 		{[]string{"consume", "--bogus"}, `flag provided but not defined: -bogus \(see --help\)`},
 		{[]string{"topic"}, `missing command: one of create, list, describe, delete, alter-config`},
@@ -143,6 +147,10 @@ func TestToolUsageErrors(t *testing.T) {
 		{[]string{"topic", "alter-config", "t"}, `nothing to alter`},
 		{[]string{"group", "reset-offsets", "g", "-t", "x"}, `give exactly one of --to-earliest`},
 		{[]string{"group", "reset-offsets", "g", "-t", "x", "--to-earliest", "--to-latest"}, `give exactly one of`},
+		{[]string{"group", "reset-offsets", "g", "-t", "x", "--to-time", "yesterday"}, `^varve group reset-offsets: --to-time: time "yesterday": want Unix milliseconds, an RFC 3339 time`},
+		{[]string{"group", "reset-offsets", "g", "-t", "x", "--to-offset", "-3"}, `--to-offset takes an offset >= 0`},
+		{[]string{"consume", "-t", "x", "-o", "@2026-11-28"}, `offset "@2026-11-28": want @ and a Unix timestamp in milliseconds or an RFC 3339 time`},
+		{[]string{"produce", "-t", "x", "-o", "yaml"}, `-o "yaml": want text or json`},
 	} {
 		r := runCLI(t, "", append(tc.args, "--brokers", "127.0.0.1:1")...)
 		wantFailure(t, r, 2, tc.re)

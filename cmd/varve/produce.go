@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,14 +19,26 @@ import (
 const produceExamples = `  printf 'hello\nworld\n' | varve produce -t demo
   printf 'k1:v1\nk2:v2\n' | varve produce -t demo -k :          # key before the first ':'
   varve produce -t demo -H source=cli -H env=dev -p 0 --acks 1 -z zstd < lines.txt
+  seq 1000000 | varve produce -t demo -o json                    # the summary as JSON on stdout
 `
+
+// On a terminal, produce shows a progress line on stderr once a run has
+// lasted progressAfter, rewritten every progressEvery; a short run prints
+// only its summary, and a piped stderr never gets one.
+const (
+	progressAfter = time.Second
+	progressEvery = 250 * time.Millisecond
+)
 
 // runProduce is varve produce: every line of stdin (without its newline)
 // becomes one record. Records are sent asynchronously and batched; the
-// summary (records, bytes, elapsed, MB/s) goes to stderr at the end, and
-// the first failure, if any, makes the exit code non-zero.
+// summary (records, bytes, elapsed, MB/s) goes to stderr at the end (with
+// -o json: to stdout, as JSON), and the first failure, if any, makes the
+// exit code non-zero. On a terminal a progress line shows how far a long
+// run has got.
 func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newToolFlags("produce", "varve produce -t TOPIC [-k SEP] [-H key=value ...] [-p PARTITION] [--acks all|1|0] [-z CODEC]", produceExamples)
+	fs := newToolFlags("produce", "varve produce -t TOPIC [-k SEP] [-H key=value ...] [-p PARTITION] [--acks all|1|0] [-z CODEC] [-o text|json]", produceExamples)
+	fs.StringVar(&fs.output, "o", "text", "summary `text|json`: text is a line on stderr, json an object on stdout (records, bytes, failed, elapsed_ms, mb_per_s)")
 	topic := fs.String("t", "", "`TOPIC` to produce to (required)")
 	keySep := fs.String("k", "", "key separator `SEP`: the part of a line before its first SEP is the key (lines without SEP have no key)")
 	var headerList stringList
@@ -67,8 +80,30 @@ func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return fmt.Errorf("topic %q has no partition %d (it has %d)", *topic, *partition, len(td.Partitions))
 	}
 
-	return produceLines(ctx, cl, stdin, stderr, lineRecord{topic: *topic, sep: []byte(*keySep), headers: headers, partition: int32(*partition)})
+	run := produceRun{
+		cl:     cl,
+		lines:  lineRecord{topic: *topic, sep: []byte(*keySep), headers: headers, partition: int32(*partition)},
+		stdout: stdout, stderr: stderr,
+		asJSON: fs.output == "json",
+	}
+	if isTerminal(stderr) {
+		run.progress = progressTimes{after: progressAfter, every: progressEvery}
+	}
+	return run.produce(ctx, stdin)
 }
+
+// produceRun is one run of varve produce.
+type produceRun struct {
+	cl             *kgo.Client
+	lines          lineRecord
+	stdout, stderr io.Writer
+	asJSON         bool          // the summary as JSON on stdout, not a line on stderr
+	progress       progressTimes // zero: no progress line
+}
+
+// progressTimes say when the progress line starts and how often it is
+// rewritten; every == 0 turns it off.
+type progressTimes struct{ after, every time.Duration }
 
 // lineRecord turns a line of stdin into a record.
 type lineRecord struct {
@@ -114,11 +149,22 @@ func (st *produceStats) add(r *kgo.Record, err error) {
 	st.bytes += int64(len(r.Key) + len(r.Value))
 }
 
-// produceLines sends every line of stdin, waits for every delivery and
-// writes the summary line to stderr.
-func produceLines(ctx context.Context, cl *kgo.Client, stdin io.Reader, stderr io.Writer, lr lineRecord) error {
+// produceSummary is the end of a run (-o json prints it as it is).
+type produceSummary struct {
+	Records   int64   `json:"records"` // acknowledged (sent, with acks=0)
+	Bytes     int64   `json:"bytes"`   // their keys and values
+	Failed    int64   `json:"failed"`
+	ElapsedMS int64   `json:"elapsed_ms"`
+	MBPerSec  float64 `json:"mb_per_s"` // 10^6 bytes per second
+}
+
+// produce sends every line of stdin, waits for every delivery and
+// reports the summary.
+func (pr produceRun) produce(ctx context.Context, stdin io.Reader) error {
 	st := &produceStats{}
 	start := time.Now()
+	var sent atomic.Int64
+	stopProgress := pr.startProgress(start, &sent, st)
 	var readErr error
 	lines := readLines(ctx, stdin)
 read:
@@ -135,25 +181,34 @@ read:
 			}
 			break
 		}
-		cl.Produce(ctx, lr.record(l.line), st.add)
+		pr.cl.Produce(ctx, pr.lines.record(l.line), st.add)
+		sent.Add(1)
 	}
 	// Records already read are delivered even after a ^C, within a bound.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	flushErr := cl.Flush(fctx)
+	flushErr := pr.cl.Flush(fctx)
 	cancel()
 	elapsed := time.Since(start)
+	stopProgress()
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	mbps := 0.0
+	sum := produceSummary{Records: st.ok, Bytes: st.bytes, Failed: st.bad, ElapsedMS: elapsed.Milliseconds()}
 	if secs := elapsed.Seconds(); secs > 0 {
-		mbps = float64(st.bytes) / 1e6 / secs
+		sum.MBPerSec = float64(st.bytes) / 1e6 / secs
 	}
-	fmt.Fprintf(stderr, "produced %d records, %d bytes in %v (%.2f MB/s)", st.ok, st.bytes, elapsed.Round(time.Millisecond), mbps)
-	if st.bad > 0 {
-		fmt.Fprintf(stderr, "; %d failed", st.bad)
+	if pr.asJSON {
+		p := &printer{w: pr.stdout, json: true}
+		if err := p.writeJSON(sum); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(pr.stderr, "produced %d records, %d bytes in %v (%.2f MB/s)", sum.Records, sum.Bytes, elapsed.Round(time.Millisecond), sum.MBPerSec)
+		if sum.Failed > 0 {
+			fmt.Fprintf(pr.stderr, "; %d failed", sum.Failed)
+		}
+		fmt.Fprintln(pr.stderr)
 	}
-	fmt.Fprintln(stderr)
 	switch {
 	case st.firstErr != nil:
 		return fmt.Errorf("%d of %d records failed, first: %w", st.bad, st.ok+st.bad, st.firstErr)
@@ -165,6 +220,53 @@ read:
 		return errors.New("interrupted")
 	}
 	return nil
+}
+
+// startProgress rewrites one line on stderr (carriage return, then
+// erase to the end of the line) with the records sent and acknowledged
+// so far, from pr.progress.after on, until the returned stop is called;
+// stop erases the line, so the summary takes its place.
+func (pr produceRun) startProgress(start time.Time, sent *atomic.Int64, st *produceStats) (stop func()) {
+	if pr.progress.every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(pr.progress.every)
+		defer tick.Stop()
+		shown := false
+		for {
+			select {
+			case <-done:
+				if shown {
+					fmt.Fprint(pr.stderr, "\r\x1b[K")
+				}
+				return
+			case <-tick.C:
+			}
+			elapsed := time.Since(start)
+			if elapsed < pr.progress.after {
+				continue
+			}
+			st.mu.Lock()
+			acked, bytes, failed := st.ok, st.bytes, st.bad
+			st.mu.Unlock()
+			secs := elapsed.Seconds()
+			line := fmt.Sprintf("\r%d records sent, %d acknowledged, %.1f MB (%.0f records/s, %.2f MB/s) in %v",
+				sent.Load(), acked, float64(bytes)/1e6, float64(acked)/secs, float64(bytes)/1e6/secs, elapsed.Truncate(time.Second))
+			if failed > 0 {
+				line += fmt.Sprintf(", %d failed", failed)
+			}
+			fmt.Fprint(pr.stderr, line+"\x1b[K")
+			shown = true
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
 }
 
 // lineRead is one line of stdin without its "\n", or the read's end:

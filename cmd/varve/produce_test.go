@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +49,9 @@ func testProduceThenConsume(t *testing.T, c *integration.Cluster) {
 		{[]string{"-o", "end", "-e"}, ""},
 		{[]string{"-o", "-1h", "-e", "-f", `%t\t%K:%S %%\n`}, "keyed\t2:2 %\nkeyed\t2:2 %\nkeyed\t2:2 %\n"},
 		{[]string{"-o", "@" + strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10), "-e"}, ""},
+		{[]string{"-o", "@" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), "-e"}, "v1\nv2\nv3\n"},
+		{[]string{"-o", "@" + time.Now().Add(time.Hour).Format(time.RFC3339Nano), "-e"}, ""},
+		{[]string{"-e", "-k", " => "}, "k1 => v1\nk2 => v2\nk3 => v3\n"},
 		{[]string{"-p", "0", "-e", "-f", `%o `}, "0 1 2 "},
 	} {
 		r := runCLI(t, "", append([]string{"consume", "-t", "keyed", "--brokers", b}, tc.args...)...)
@@ -57,6 +64,12 @@ func testProduceThenConsume(t *testing.T, c *integration.Cluster) {
 	out := mustRun(t, "", "consume", "-t", "keyed", "-o", "3", "-e", "-f", `[%k|%s]`, "--brokers", b)
 	if out != "[|plain][|][k4|v:4]" {
 		t.Errorf("consume after unkeyed lines: %q", out)
+	}
+	// consume -k prints what produce -k reads: the lines come back as
+	// they went in (a line without a key gains the separator in front).
+	out = mustRun(t, "", "consume", "-t", "keyed", "-e", "-k", ":", "--brokers", b)
+	if out != "k1:v1\nk2:v2\nk3:v3\n:plain\n:\nk4:v:4\n" {
+		t.Errorf("consume -k: %q", out)
 	}
 }
 
@@ -151,5 +164,87 @@ func testProduceFailures(t *testing.T, c *integration.Cluster) {
 	}
 	if out := mustRun(t, "", "consume", "-t", "small", "-e", "--brokers", b); out != "ok\n" {
 		t.Errorf("after the failure the topic holds %q", out)
+	}
+}
+
+// -o json prints the summary as JSON on stdout and nothing on stderr.
+func testProduceJSONSummary(t *testing.T, c *integration.Cluster) {
+	createTopic(t, c, "summary", 1)
+	r := runCLI(t, "ab\ncde\nf", "produce", "-t", "summary", "-o", "json", "--brokers", c.Addr())
+	var sum produceSummary
+	if r.code != 0 || r.stderr != "" || json.Unmarshal([]byte(r.stdout), &sum) != nil {
+		t.Fatalf("produce -o json: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if sum.Records != 3 || sum.Bytes != 6 || sum.Failed != 0 || sum.ElapsedMS < 0 || sum.MBPerSec < 0 {
+		t.Errorf("produce -o json: %+v, want 3 records of 6 bytes, none failed", sum)
+	}
+	if out := mustRun(t, "", "consume", "-t", "summary", "-e", "--brokers", c.Addr()); out != "ab\ncde\nf\n" {
+		t.Errorf("the topic holds %q", out)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a tool writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The progress line (what a terminal gets, here with short intervals)
+// counts the records sent and acknowledged while stdin is still open,
+// rewrites itself with a carriage return, and is erased before the
+// summary.
+func testProduceProgress(t *testing.T, c *integration.Cluster) {
+	createTopic(t, c, "progress", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, _, err := client.New(ctx, client.Config{Brokers: []string{c.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var stderr, stdout lockedBuffer
+	pr := produceRun{cl: cl, lines: lineRecord{topic: "progress", partition: -1}, stdout: &stdout, stderr: &stderr,
+		progress: progressTimes{after: 0, every: 5 * time.Millisecond}}
+	in, feed := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- pr.produce(ctx, in) }()
+
+	if _, err := io.WriteString(feed, strings.Repeat("x\n", 100)); err != nil {
+		t.Fatal(err)
+	}
+	mid := regexp.MustCompile(`\r100 records sent, 100 acknowledged, 0\.0 MB \(\d+ records/s, \d+\.\d\d MB/s\) in \d+s\x1b\[K`)
+	deadline := time.Now().Add(30 * time.Second)
+	for !mid.MatchString(stderr.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress line for 100 records acknowledged with stdin open: %q", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := io.WriteString(feed, strings.Repeat("y\n", 50)); err != nil {
+		t.Fatal(err)
+	}
+	_ = feed.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	out := stderr.String()
+	lines := regexp.MustCompile(`^(\r\d+ records sent, \d+ acknowledged, [^\r\n]*\x1b\[K)+\r\x1b\[Kproduced 150 records, 150 bytes in \S+ \(\d+\.\d\d MB/s\)\n$`)
+	if !lines.MatchString(out) || stdout.String() != "" {
+		t.Errorf("stderr %q (stdout %q): want progress lines, each rewriting the last, erased before the summary", out, stdout.String())
+	}
+	if got := mustRun(t, "", "consume", "-t", "progress", "-e", "-f", "%s", "--brokers", c.Addr()); got != strings.Repeat("x", 100)+strings.Repeat("y", 50) {
+		t.Errorf("the topic holds %q", got)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"sort"
@@ -160,7 +161,7 @@ func topicDescribe(ctx context.Context, args []string, _ io.Reader, stdout, _ io
 	if err != nil {
 		return fmt.Errorf("describe configs of %q: %w", name, err)
 	}
-	d := topicDescription{Topic: name, ID: td.ID.String(), Internal: td.IsInternal, ReplicationFactor: td.Partitions.NumReplicas(),
+	d := topicDescription{Topic: name, ID: kafkaUUID(td.ID), Internal: td.IsInternal, ReplicationFactor: td.Partitions.NumReplicas(),
 		Partitions: []partitionDetail{}, Configs: []configEntry{}}
 	for _, pd := range td.Partitions.Sorted() {
 		b := bounds[pd.Partition]
@@ -265,6 +266,9 @@ func topicAlterConfig(ctx context.Context, args []string, _ io.Reader, stdout, _
 		return err
 	}
 	defer cl.Close()
+	if _, err := client.Topic(ctx, adm, pos[0]); err != nil {
+		return err
+	}
 	resps, err := adm.AlterTopicConfigs(ctx, alters, pos[0])
 	if err != nil {
 		return fmt.Errorf("alter configs of %q: %w", pos[0], err)
@@ -277,6 +281,11 @@ func topicAlterConfig(ctx context.Context, args []string, _ io.Reader, stdout, _
 	fmt.Fprintf(stdout, "altered topic %s: %s\n", pos[0], strings.Join(said, ", "))
 	return nil
 }
+
+// kafkaUUID formats a topic id as Kafka's tools print it (Uuid.toString:
+// URL-safe base64 without padding), so it can be compared with what
+// kafka-topics.sh shows; kadm's String pads standard base64.
+func kafkaUUID(id kadm.TopicID) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 // ids formats broker ids as 1,2,3.
 func ids(v []int32) string {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/varvelog/varve/integration"
 )
 
@@ -23,7 +25,7 @@ func describeWant(t *testing.T, c *integration.Cluster, topic string, configs ..
 	}
 	td := m.Topics[topic]
 	var b strings.Builder
-	fmt.Fprintf(&b, "topic\t%s\nid\t%s\npartitions\t%d\nreplication factor\t1\n\n", topic, td.ID, len(td.Partitions))
+	fmt.Fprintf(&b, "topic\t%s\nid\t%s\npartitions\t%d\nreplication factor\t1\n\n", topic, kafkaUUID(td.ID), len(td.Partitions))
 	b.WriteString("PARTITION\tLEADER\tEPOCH\tREPLICAS\tISR\tOFFLINE\tLOG-START\tHIGH-WATERMARK\tERROR\n")
 	for _, p := range td.Partitions.Sorted() {
 		fmt.Fprintf(&b, "%d\t1\t%d\t1\t1\t-\t0\t0\t-\n", p.Partition, p.LeaderEpoch)
@@ -99,4 +101,27 @@ func testTopicRoundTrip(t *testing.T, c *integration.Cluster) {
 	}
 	wantFailure(t, runCLI(t, "", "topic", "describe", "round-trip", "--brokers", b), 1, `^varve topic describe: unknown topic "round-trip"\n$`)
 	wantFailure(t, runCLI(t, "", "topic", "delete", "round-trip", "--brokers", b), 1, `^varve topic delete: unknown topic "round-trip"\n$`)
+	wantFailure(t, runCLI(t, "", "topic", "alter-config", "round-trip", "-c", "retention.ms=1", "--brokers", b), 1,
+		`^varve topic alter-config: unknown topic "round-trip"\n$`)
+}
+
+// Topic ids print as Kafka's Uuid.toString does: URL-safe base64, no padding.
+func TestKafkaUUID(t *testing.T) {
+	var zero, ones, mixed kadm.TopicID
+	for i := range ones {
+		ones[i] = 0xff
+		mixed[i] = byte(i * 17)
+	}
+	for _, tc := range []struct {
+		id   kadm.TopicID
+		want string
+	}{
+		{zero, "AAAAAAAAAAAAAAAAAAAAAA"},
+		{ones, "_____________________w"},
+		{mixed, "ABEiM0RVZneImaq7zN3u_w"},
+	} {
+		if got := kafkaUUID(tc.id); got != tc.want {
+			t.Errorf("%x: %q, want %q", tc.id[:], got, tc.want)
+		}
+	}
 }
