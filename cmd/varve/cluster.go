@@ -22,7 +22,7 @@ func runCluster(ctx context.Context, args []string, stdin io.Reader, stdout, std
 type clusterSummary struct {
 	ClusterID        string           `json:"cluster_id"`
 	MetadataLeader   int32            `json:"metadata_leader"` // Kafka's controller; -1: none
-	Topics           int              `json:"topics"` // not counting internal ones
+	Topics           int              `json:"topics"`          // not counting internal ones
 	Partitions       int              `json:"partitions"`
 	UnderReplicated  int              `json:"under_replicated"`
 	Offline          int              `json:"offline"`
