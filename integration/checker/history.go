@@ -361,3 +361,29 @@ func (c Counts) String() string {
 	return fmt.Sprintf("%d writes (%d ok, %d failed, %d indeterminate, %d pending), %d polls, %d commits, %d rebalances",
 		c.Writes, c.OK, c.Failed, c.Indeterminate, c.Pending, c.Polls, c.Commits, c.Rebalances)
 }
+
+// Locate lists where value was found by the drains and in the replicas'
+// files ("drain via ...: t-0@12", "replica broker-1: t-0@12"), for tests
+// that assert a write is absent.
+func (h *History) Locate(value string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, d := range h.drains {
+		for _, p := range sortedPartitions(d.Partitions) {
+			for _, r := range d.Partitions[p].Records {
+				if r.Value == value && !r.Control {
+					out = append(out, fmt.Sprintf("%s: %s-%d@%d", d.Source, d.Topic, p, r.Offset))
+				}
+			}
+		}
+	}
+	for _, rl := range h.replicas {
+		for _, r := range rl.Records {
+			if r.Value == value && !r.Control {
+				out = append(out, fmt.Sprintf("replica %s: %s-%d@%d", rl.Name, rl.Topic, rl.Partition, r.Offset))
+			}
+		}
+	}
+	return out
+}
