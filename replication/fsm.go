@@ -26,9 +26,13 @@ type partitionFSM struct {
 	log *partition.Log
 
 	// Owned by the FSM goroutine (and by Close after raft stopped).
-	applied  uint64    // Raft index of the last entry the log holds
-	lastCkpt time.Time // when the last checkpoint was written
-	dirty    bool      // applied moved since the last checkpoint
+	applied uint64 // Raft index of the last entry the log holds
+	// lastCkpt is when the last checkpoint was written, by the monotonic
+	// clock (time.Now, never GroupConfig.Now): an interval is measured
+	// here, and a jump of the wall clock must neither stop checkpoints
+	// nor force one per entry.
+	lastCkpt time.Time
+	dirty    bool // applied moved since the last checkpoint
 	snapSeq  uint64
 
 	sinceSnap atomic.Int64 // bytes applied since the last snapshot (the byte trigger)
@@ -123,7 +127,7 @@ func (f *partitionFSM) Apply(e *raft.Log) any {
 	}
 	f.applied = e.Index
 	f.dirty = true
-	if f.g.now().Sub(f.lastCkpt) >= f.g.cfg.CheckpointInterval {
+	if time.Since(f.lastCkpt) >= f.g.cfg.CheckpointInterval {
 		if err := f.checkpoint(); err != nil {
 			return f.g.fail(err)
 		}
@@ -149,7 +153,7 @@ func (f *partitionFSM) expireProducers(nowMs int64) {
 // checkpoint makes the log durable up to the last applied entry and
 // records that entry's index with it. FSM goroutine only.
 func (f *partitionFSM) checkpoint() error {
-	f.lastCkpt = f.g.now()
+	f.lastCkpt = time.Now()
 	if !f.dirty {
 		return nil
 	}
@@ -173,7 +177,7 @@ func (f *partitionFSM) Snapshot() (raft.FSMSnapshot, error) {
 		}
 		return nil, err
 	}
-	f.dirty, f.lastCkpt = false, f.g.now()
+	f.dirty, f.lastCkpt = false, time.Now()
 	f.sinceSnap.Store(0)
 	f.g.snapshots.Add(1)
 	return &fsmSnapshot{name: name, size: s.Size()}, nil

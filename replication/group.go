@@ -61,7 +61,11 @@ type GroupConfig struct {
 	// wal.Options.NoSync for the risk).
 	WriteCaching bool
 	Logger       *slog.Logger
-	Now          func() time.Time
+	// Now is the wall clock (default time.Now): the leader stamps it into
+	// each produce entry as the append time. Intervals (checkpoints) run
+	// on the monotonic clock instead, so a jump of this one only moves
+	// timestamps.
+	Now func() time.Time
 	// OnLeader is called when this replica has become the ready leader of
 	// epoch, from the group's own goroutine: publish it.
 	OnLeader func(epoch int32)
@@ -178,7 +182,7 @@ func OpenGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.fsm = &partitionFSM{g: g, opts: cfg.Log, log: l, lastCkpt: cfg.Now()}
+	g.fsm = &partitionFSM{g: g, opts: cfg.Log, log: l, lastCkpt: time.Now()}
 	g.fsm.applied, _ = l.Checkpointed()
 	n, err := openNode(nodeConfig{
 		groupID:   cfg.ID,
