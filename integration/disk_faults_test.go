@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/varvelog/varve/broker"
+	"github.com/varvelog/varve/integration/checker"
 	"github.com/varvelog/varve/partition/vfs"
 )
 
@@ -39,11 +41,19 @@ func victimLogs(c *Cluster, i int) *logRing {
 
 // ringLogs is brokerLogs that also returns the ring every broker logs to
 // (lines carry node_id), for tests that look for what a broker logged.
+// VARVE_FAULT_LOGS=dir writes the ring to dir/<test>.log, as brokerLogs
+// does.
 func ringLogs(t *testing.T) (Option, *logRing) {
 	r := &logRing{max: 100_000}
 	t.Cleanup(func() {
+		lines := r.snapshot()
+		if dir := os.Getenv("VARVE_FAULT_LOGS"); dir != "" {
+			name := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".log")
+			if err := os.WriteFile(name, []byte(strings.Join(lines, "")), 0o644); err == nil {
+				t.Logf("broker logs: %s", name)
+			}
+		}
 		if t.Failed() {
-			lines := r.snapshot()
 			t.Logf("broker logs, last %d lines:\n%s", min(len(lines), 300), strings.Join(lines[max(0, len(lines)-300):], ""))
 		}
 	})
@@ -253,12 +263,14 @@ func TestCorruptTailRecovered(t *testing.T) {
 	for i := range c.Size() {
 		checkExactlyOnce(t, c, c.BrokerAddr(i), topic, acks)
 	}
+	all := replicaDirs(c, topic, partitions)
 	ends := checkReplicasIdentical(t, c, topic, partitions)
 	for p, n := range acksPerPartition(acks) {
 		if ends[p] != n {
 			t.Errorf("partition %d: replicas end at %d, %d records were acknowledged", p, ends[p], n)
 		}
 	}
+	requireReplicasValid(t, c, topic, all)
 }
 
 // diskFault fails one kind of operation on the files of one replica, for
@@ -449,12 +461,14 @@ func TestDiskFailuresFailClosed(t *testing.T) {
 	}
 	produce("d", 600, 50)
 	checkExactlyOnce(t, c, c.Addr(), topic, acks)
+	all := replicaDirs(c, topic, partitions)
 	ends := checkReplicasIdentical(t, c, topic, partitions)
 	for p, n := range acksPerPartition(acks) {
 		if ends[p] != n {
 			t.Errorf("partition %d: replicas end at %d, %d records were acknowledged", p, ends[p], n)
 		}
 	}
+	requireReplicasValid(t, c, topic, all)
 }
 
 // storageError reports whether broker slot i answers KAFKA_STORAGE_ERROR
@@ -472,6 +486,44 @@ func storageError(t testing.TB, c *Cluster, i int, topic string, p int32) bool {
 	req.Topics = append(req.Topics, rt)
 	resp := rawRequest(t, c.BrokerAddr(i), req).(*kmsg.ListOffsetsResponse)
 	return resp.Topics[0].Partitions[0].ErrorCode == kerr.KafkaStorageError.Code
+}
+
+// replicaDirs are the partition directories of every broker slot, by
+// partition (taken while the brokers run).
+func replicaDirs(c *Cluster, topic string, partitions int32) [][]string {
+	dirs := make([][]string, partitions)
+	for p := range partitions {
+		for i := range c.Size() {
+			dirs[p] = append(dirs[p], c.Broker(i).PartitionDir(topic, p))
+		}
+	}
+	return dirs
+}
+
+// requireReplicasValid reads every replica's segment files offline with the
+// history checker, which, unlike the broker's recovery, hides nothing: every
+// batch's CRC must be valid, the offsets must chain, and the replicas
+// agree (check "r"). The brokers must be stopped.
+func requireReplicasValid(t *testing.T, c *Cluster, topic string, dirs [][]string) {
+	t.Helper()
+	h := checker.New()
+	for p := range dirs {
+		var reps []checker.Replica
+		for i := range c.Size() {
+			reps = append(reps, checker.Replica{Name: fmt.Sprintf("broker-%d", c.ID(i)), FS: c.FS(i), Dir: dirs[p][i]})
+		}
+		h.ReadReplicas(topic, int32(p), reps)
+	}
+	// Only "r": this history has no writes, so the other checks would
+	// take every record for one nobody wrote.
+	r := h.Check().Get("r")
+	if r == nil || r.Examined == 0 {
+		t.Fatalf("the replica check examined nothing: %+v", r)
+	}
+	for _, v := range r.Violations {
+		t.Errorf("replica check: %s", v)
+	}
+	t.Logf("replica check: %d batches compared offline, %d violations", r.Examined, len(r.Violations))
 }
 
 // offlineReplicas is what broker slot i's Metadata says about a
