@@ -3,6 +3,7 @@ package checker
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -69,7 +70,7 @@ func (h *History) Check() *Report {
 		polls:      slices.Clone(h.polls),
 		commits:    slices.Clone(h.commits),
 		rebalances: slices.Clone(h.rebalances),
-		consumers:  h.consumers,
+		consumers:  maps.Clone(h.consumers),
 		start:      h.start,
 		drains:     slices.Clone(h.drains),
 		replicas:   slices.Clone(h.replicas),
@@ -289,6 +290,10 @@ func (s *state) checkAcked() *CheckResult {
 					What: fmt.Sprintf("%s acknowledged at %s-%d@%d, but %s holds %q there", w.Value, w.Topic, w.AckPartition, w.AckOffset, d.Source, got.Value),
 					Evidence: []string{describe(w), fmt.Sprintf("%s read [%d, %d) of partition %d; %s %s", d.Source, dp.Start, dp.End, w.AckPartition,
 						w.Value, where(w.Value, dp.Records))}})
+			case dp.Err != "":
+				c.Violations = append(c.Violations, Violation{
+					What:     fmt.Sprintf("%s acknowledged at %s-%d@%d was not read: %s", w.Value, w.Topic, w.AckPartition, w.AckOffset, dp.Err),
+					Evidence: []string{describe(w)}})
 			default:
 				c.Violations = append(c.Violations, Violation{
 					What: fmt.Sprintf("%s acknowledged at %s-%d@%d is lost: %s has no record there", w.Value, w.Topic, w.AckPartition, w.AckOffset, d.Source),
