@@ -17,6 +17,10 @@ package integration
 // brokers get SIGTERM, every replica's segment files are read offline,
 // and the checker holds the history to checks (a)-(h) and row 8.
 //
+// Besides kill -9, SIGSTOP and SIGTERM, the proxies blackhole a broker's
+// links (row 4) and reset them (row 1, between kills); the soak variants
+// also delay every link by a random 0-20 ms (rows 1 and 2).
+//
 // The default runs are short (fixed seed 1, a few faults each); the long,
 // randomized variants run with:
 //
@@ -30,6 +34,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"slices"
 	"strings"
@@ -51,8 +56,8 @@ var (
 )
 
 // TestProcLeaderKill is row 1: under a steady load, the leader of a
-// partition picked at random is killed with kill -9 every 10-20 s and
-// restarted a few seconds later. The others agree on a new leader with a
+// partition picked at random is killed with kill -9 (the first time once
+// the load runs, then every 10-20 s) and restarted 1-4 s later. The others agree on a new leader with a
 // higher epoch while it is down; all checks hold.
 func TestProcLeaderKill(t *testing.T) {
 	rng := procRand(t)
@@ -63,8 +68,11 @@ func TestProcLeaderKill(t *testing.T) {
 	}
 	c := newProcs(t, topic, partitions)
 	w := startProcWorkload(t, c, topic, partitions, 1000)
+	soakDelays(w, rng)
 	for round := range rounds {
-		time.Sleep(between(rng, 10*time.Second, 20*time.Second))
+		if round > 0 {
+			time.Sleep(between(rng, 10*time.Second, 20*time.Second))
+		}
 		p := int32(rng.IntN(partitions))
 		leaders := waitProcLeaders(t, c, topic, partitions, nil, 30*time.Second)
 		victim := c.Slot(leaders[p])
@@ -84,8 +92,12 @@ func TestProcLeaderKill(t *testing.T) {
 		w.fault("round %d: start broker %d", round, c.ID(victim))
 		c.Start(victim)
 		c.WaitReady(victim, 60*time.Second)
+		// And a lesser fault: every raft connection of a broker reset.
+		x := rng.IntN(c.Size())
+		n := c.CutPeers(x)
+		w.fault("round %d: reset (RST) the %d raft connections to and from broker %d", round, n, c.ID(x))
+		w.waitProgress(300, 60*time.Second)
 	}
-	w.waitProgress(300, 60*time.Second)
 	w.finish().Require(t, procChecks...)
 }
 
@@ -101,6 +113,7 @@ func TestProcKillAllBrokers(t *testing.T) {
 	}
 	c := newProcs(t, topic, partitions)
 	w := startProcWorkload(t, c, topic, partitions, 1000)
+	soakDelays(w, rng)
 	for round := range rounds {
 		w.waitProgress(500+rng.IntN(2500), 90*time.Second)
 		w.fault("round %d: kill -9 every broker at once (%d writes acknowledged so far)", round, w.h.Counts().OK)
@@ -425,6 +438,23 @@ func ackGaps(writes []checker.Write, from time.Time) map[int32]time.Duration {
 		last[wr.AckPartition] = wr.CompletedAt
 	}
 	return gaps
+}
+
+// soakDelays gives every raft link a random one-way delay of up to 20 ms
+// in the soak variants (the default runs keep the links fast).
+func soakDelays(w *procWorkload, rng *rand.Rand) {
+	if !procSoak() {
+		return
+	}
+	for i := range w.c.Size() {
+		for j := range w.c.Size() {
+			if i != j {
+				d := between(rng, 0, 20*time.Millisecond)
+				w.c.Link(i, j).SetDelay(d)
+				w.fault("raft link %d->%d delayed by %v", w.c.ID(i), w.c.ID(j), d.Round(time.Microsecond))
+			}
+		}
+	}
 }
 
 // procEpoch is partition p's leader epoch in slot i's Metadata.

@@ -90,7 +90,7 @@ func procRand(t testing.TB) *rand.Rand {
 		}
 		seed = n
 	}
-	t.Logf("seed %d (VARVE_SEED=%d replays this schedule)", seed, seed)
+	t.Logf("seed %d (VARVE_SEED=%d replays this schedule; the long variants: %s)", seed, seed, procSoakCommand)
 	return rand.New(rand.NewPCG(seed, 0))
 }
 
@@ -306,7 +306,10 @@ func (w *procWorkload) addConsumer(name, group string, opts ...kgo.Opt) *procCon
 	w.t.Helper()
 	all := append(w.clientOpts(), opts...)
 	if group != "" {
-		all = append(all, kgo.SessionTimeout(10*time.Second), kgo.HeartbeatInterval(500*time.Millisecond))
+		// The shortest session the coordinator allows (Kafka's
+		// group.min.session.timeout.ms, 6 s): a member whose leave was
+		// lost with a dead coordinator holds a rebalance up that long.
+		all = append(all, kgo.SessionTimeout(6*time.Second), kgo.HeartbeatInterval(500*time.Millisecond))
 		if !slices.Contains(w.groups, group) {
 			w.groups = append(w.groups, group)
 		}
