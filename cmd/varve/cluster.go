@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/varvelog/varve/client"
 )
 
 // runCluster is varve cluster: info.
@@ -31,11 +36,13 @@ type clusterSummary struct {
 }
 
 type brokerSummary struct {
-	ID       int32   `json:"id"`
-	Address  string  `json:"address"`
-	Rack     *string `json:"rack"`
-	Leaders  int     `json:"leader_partitions"`
-	Replicas int     `json:"replicas"`
+	ID        int32   `json:"id"`
+	Address   string  `json:"address"`
+	Rack      *string `json:"rack"`
+	Leaders   int     `json:"leader_partitions"`
+	Replicas  int     `json:"replicas"`
+	Reachable bool    `json:"reachable"`       // answered this client's probe
+	Error     string  `json:"error,omitempty"` // why not
 }
 
 type partitionIssue struct {
@@ -44,8 +51,12 @@ type partitionIssue struct {
 	Leader    int32   `json:"leader"`
 	Replicas  []int32 `json:"replicas"`
 	ISR       []int32 `json:"isr"`
-	Status    string  `json:"status"` // offline or under-replicated
+	Status    string  `json:"status"`           // offline or under-replicated
+	Reason    string  `json:"reason,omitempty"` // offline: no leader, or leader unreachable
 }
+
+// probeTimeout bounds each broker's answer to cluster info's probe.
+const probeTimeout = 3 * time.Second
 
 func clusterInfo(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
 	fs := newToolFlags("cluster info", "varve cluster info [-o text|json]",
@@ -62,13 +73,17 @@ func clusterInfo(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	s := summarizeCluster(m)
+	brokerIDs := make([]int32, 0, len(m.Brokers))
+	for _, b := range m.Brokers {
+		brokerIDs = append(brokerIDs, b.NodeID)
+	}
+	s := summarizeCluster(m, client.ProbeBrokers(ctx, cl, brokerIDs, probeTimeout))
 	p := fs.printer(stdout)
 	if p.json {
 		return p.writeJSON(s)
 	}
 	p.fields([2]string{"cluster id", s.ClusterID}, [2]string{"metadata leader", strconv.Itoa(int(s.MetadataLeader))},
-		[2]string{"brokers", strconv.Itoa(len(s.Brokers))}, [2]string{"topics", strconv.Itoa(s.Topics)},
+		[2]string{"brokers", brokerCount(s.Brokers)}, [2]string{"topics", strconv.Itoa(s.Topics)},
 		[2]string{"partitions", strconv.Itoa(s.Partitions)}, [2]string{"under-replicated", strconv.Itoa(s.UnderReplicated)},
 		[2]string{"offline", strconv.Itoa(s.Offline)})
 	var rows [][]string
@@ -77,26 +92,57 @@ func clusterInfo(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 		if b.Rack != nil {
 			rack = *b.Rack
 		}
-		rows = append(rows, []string{strconv.Itoa(int(b.ID)), b.Address, rack, strconv.Itoa(b.Leaders), strconv.Itoa(b.Replicas)})
+		status := "up"
+		if !b.Reachable {
+			status = "unreachable: " + b.Error
+		}
+		rows = append(rows, []string{strconv.Itoa(int(b.ID)), b.Address, rack, strconv.Itoa(b.Leaders), strconv.Itoa(b.Replicas), status})
 	}
-	p.table([]string{"BROKER", "ADDRESS", "RACK", "LEADERS", "REPLICAS"}, rows)
+	p.table([]string{"BROKER", "ADDRESS", "RACK", "LEADERS", "REPLICAS", "STATUS"}, rows)
 	if len(s.ProblemPartition) > 0 {
 		rows = nil
 		for _, pi := range s.ProblemPartition {
-			rows = append(rows, []string{pi.Topic, strconv.Itoa(int(pi.Partition)), strconv.Itoa(int(pi.Leader)), ids(pi.Replicas), ids(pi.ISR), pi.Status})
+			status := pi.Status
+			if pi.Reason != "" {
+				status += " (" + pi.Reason + ")"
+			}
+			rows = append(rows, []string{pi.Topic, strconv.Itoa(int(pi.Partition)), strconv.Itoa(int(pi.Leader)), ids(pi.Replicas), ids(pi.ISR), status})
 		}
 		p.table([]string{"TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "STATUS"}, rows)
 	}
 	return nil
 }
 
+// brokerCount is "3", or "3 (1 unreachable)".
+func brokerCount(bs []brokerSummary) string {
+	down := 0
+	for _, b := range bs {
+		if !b.Reachable {
+			down++
+		}
+	}
+	if down == 0 {
+		return strconv.Itoa(len(bs))
+	}
+	return fmt.Sprintf("%d (%d unreachable)", len(bs), down)
+}
+
 // summarizeCluster counts from one Metadata answer (internal topics'
-// partitions included in every count but the topic count).
-func summarizeCluster(m kadm.Metadata) clusterSummary {
+// partitions included in every count but the topic count) and the
+// brokers that did not answer a probe. A partition is offline when the
+// metadata names no leader or its leader did not answer: Varve's
+// metadata keeps listing a dead broker, and the leadership it last
+// published, until another replica takes over (never, for a partition
+// whose only replica is there).
+func summarizeCluster(m kadm.Metadata, unreachable map[int32]error) clusterSummary {
 	s := clusterSummary{ClusterID: m.Cluster, MetadataLeader: m.Controller, Brokers: []brokerSummary{}, ProblemPartition: []partitionIssue{}}
 	byID := map[int32]*brokerSummary{}
 	for _, b := range m.Brokers {
-		s.Brokers = append(s.Brokers, brokerSummary{ID: b.NodeID, Address: net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), Rack: b.Rack})
+		bs := brokerSummary{ID: b.NodeID, Address: net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), Rack: b.Rack, Reachable: true}
+		if err, down := unreachable[b.NodeID]; down {
+			bs.Reachable, bs.Error = false, probeError(err)
+		}
+		s.Brokers = append(s.Brokers, bs)
 	}
 	sort.Slice(s.Brokers, func(i, j int) bool { return s.Brokers[i].ID < s.Brokers[j].ID })
 	for i := range s.Brokers {
@@ -119,20 +165,37 @@ func summarizeCluster(m kadm.Metadata) clusterSummary {
 					b.Replicas++
 				}
 			}
-			status := ""
+			status, reason := "", ""
+			_, leaderDown := unreachable[pd.Leader]
 			switch {
 			case pd.Leader < 0:
 				s.Offline++
-				status = "offline"
+				status, reason = "offline", "no leader"
+			case leaderDown:
+				s.Offline++
+				status, reason = "offline", "leader unreachable"
 			case len(pd.ISR) < len(pd.Replicas):
 				s.UnderReplicated++
 				status = "under-replicated"
 			}
 			if status != "" {
 				s.ProblemPartition = append(s.ProblemPartition, partitionIssue{Topic: td.Topic, Partition: pd.Partition,
-					Leader: pd.Leader, Replicas: nonNil(pd.Replicas), ISR: nonNil(pd.ISR), Status: status})
+					Leader: pd.Leader, Replicas: nonNil(pd.Replicas), ISR: nonNil(pd.ISR), Status: status, Reason: reason})
 			}
 		}
 	}
 	return s
+}
+
+// probeError is the gist of a failed probe: "connection refused", "no
+// answer within 3s".
+func probeError(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Sprintf("no answer within %v", probeTimeout)
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }
