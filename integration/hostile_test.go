@@ -655,10 +655,13 @@ func (c *rawConn) expectClosed(t testing.TB) {
 }
 
 // The healthy workload: batches of healthyBatch records of about
-// healthyValueBytes each, produced synchronously one batch after another.
+// healthyValueBytes each, produced synchronously, one at most every
+// healthyEvery (about 1.5 MB/s: steady traffic that leaves the machine's
+// two cores to the broker and the attack).
 const (
 	healthyBatch      = 32
 	healthyValueBytes = 1 << 10
+	healthyEvery      = 20 * time.Millisecond
 )
 
 // healthy is a franz-go producer writing unique values one at a time and a
@@ -685,7 +688,14 @@ func startHealthy(t *testing.T, c *Cluster, topic string) *healthy {
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
+		tick := time.NewTicker(healthyEvery)
+		defer tick.Stop()
 		for i := 0; ctx.Err() == nil; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 			recs := make([]*kgo.Record, healthyBatch)
 			for j := range recs {
 				recs[j] = &kgo.Record{Value: fmt.Appendf(nil, "healthy-%d-%d%s", i, j, pad)}
