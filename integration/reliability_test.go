@@ -20,7 +20,8 @@ package integration
 // broker, when, for how long) and the crash images' torn tails (what was
 // unsynced at the moment of a kill still depends on timing). The schedule
 // is logged as it happens and is part of the checker's report.
-// VARVE_ROUNDS=<n> runs rows 1 and 2 for n rounds instead of 3.
+// VARVE_SOAK=1 runs rows 1 and 2 for 20 rounds instead of 3, VARVE_ROUNDS=<n>
+// for n.
 
 import (
 	"context"
@@ -253,11 +254,14 @@ func testSeed(t *testing.T, def uint64) (*rand.Rand, uint64) {
 	return rand.New(rand.NewPCG(seed, 0x5eed)), seed
 }
 
-// rounds is how many fault rounds a test runs: def, or VARVE_ROUNDS for a
-// longer run outside CI (VARVE_ROUNDS=30 VARVE_SEED=random ...).
+// rounds is how many fault rounds a test runs: def, 20 with VARVE_SOAK=1
+// (a longer run outside CI), or VARVE_ROUNDS.
 func rounds(t *testing.T, def int) int {
 	v := os.Getenv("VARVE_ROUNDS")
 	if v == "" {
+		if os.Getenv("VARVE_SOAK") == "1" {
+			return 20
+		}
 		return def
 	}
 	n, err := strconv.Atoi(v)
