@@ -72,12 +72,15 @@ func testComposeLeaderKill(t *testing.T, cc *composeCluster) *composeRun {
 	for round := 1; round <= rounds; round++ {
 		p := int32(rng.IntN(composePartitions))
 		hold := time.Duration(2000+rng.IntN(4000)) * time.Millisecond
-		// Each kill hits a fully replicated partition set: killing a
-		// leader while the last victim still catches up leaves some
-		// partitions one caught-up replica short of a quorum until it
-		// has (seen here as 10-15 s without acknowledgements), which is
-		// Raft working as meant, and makes the round's length a lottery.
-		composeWaitISR(t, l.admin, topic, 90*time.Second)
+		// The rounds follow each other without waiting for the last
+		// victim to catch up (it is healthy, and still counts as in
+		// sync: the ISR is lag-time based, 30 s). A leader killed while
+		// the last victim's replicas still wait out the leaders' raft
+		// replication backoff leaves partitions without a caught-up
+		// quorum until they have; rounds have been seen to go 10-25 s
+		// without acknowledgements on some partitions. That is
+		// availability, which row 1 does not bound; what it checks is
+		// that nothing acknowledged is lost or duplicated.
 		leads, err := composeLeaders(testContext(t, 10*time.Second), l.admin, topic)
 		if err != nil {
 			t.Fatal(err)
@@ -191,7 +194,9 @@ func testComposeLeaderPause(t *testing.T, cc *composeCluster) *composeRun {
 //     to those partitions are acknowledged while the victim is cut off;
 //   - after the reconnect, the checker's (a)-(f) and (h) over both
 //     producers: every acknowledged write (the sidecar's included) is in
-//     the log at its offset, no duplicates from the idempotent producer.
+//     the log at its offset, no duplicates from the idempotent producer;
+//     and none of the sidecar's writes sent after the cut is in the log
+//     (nor, in ReplicasAgree, in any replica's files).
 func testComposeLeaderIsolation(t *testing.T, cc *composeCluster) *composeRun {
 	cc.heal()
 	const topic = "t3-leader-isolation"
@@ -294,8 +299,18 @@ func testComposeLeaderIsolation(t *testing.T, cc *composeCluster) *composeRun {
 	t.Log(line)
 	l.h.Note("%s", line)
 	l.finish(composeExternal[victim])
-	t.Logf("leader isolation: %v", l.h.Counts())
-	return &composeRun{name: "LeaderIsolation", topic: topic, partitions: composePartitions, h: l.h}
+	// Nothing the sidecar sent after the cut can have been committed: the
+	// deposed leader could not reach a quorum, and the new leaders
+	// overwrote whatever it had appended.
+	var absent []string
+	for _, w := range l.h.Writes() {
+		if w.Producer == sp.Name() && w.InvokedAt.After(cut) {
+			absent = append(absent, w.Value)
+		}
+	}
+	composeRequireAbsent(t, l.h, absent)
+	t.Logf("leader isolation: %v; none of the %d writes the sidecar sent after the cut is in the log", l.h.Counts(), len(absent))
+	return &composeRun{name: "LeaderIsolation", topic: topic, partitions: composePartitions, h: l.h, absent: absent}
 }
 
 // testComposeReplicasAgree is row 8 at T3 over every topic the other
@@ -320,7 +335,7 @@ func testComposeReplicasAgree(t *testing.T, cc *composeCluster, runs []*composeR
 	// give every follower two of them before the stop.
 	time.Sleep(2 * time.Second)
 	start := time.Now()
-	stop := []string{"stop", "-t", "30"}
+	stop := []string{"stop", "-t", composeStopGrace}
 	for _, id := range composeBrokers {
 		stop = append(stop, cc.container(id))
 	}
@@ -347,6 +362,7 @@ func testComposeReplicasAgree(t *testing.T, cc *composeCluster, runs []*composeR
 		}
 		rep := r.h.Check()
 		rep.Require(t, "a", "b", "c", "d", "r")
+		composeRequireAbsent(t, r.h, r.absent)
 		lines = append(lines, fmt.Sprintf("%s (%s): %s", r.name, r.topic, rep.Counts()))
 	}
 	sort.Strings(lines)
@@ -406,5 +422,20 @@ func (h *composeProduceHook) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int
 	defer h.mu.Unlock()
 	if key == 0 && err == nil && !h.since.IsZero() && time.Now().After(h.since) {
 		h.answered++
+	}
+}
+
+// composeRequireAbsent fails t if any of values is in a drain or a replica
+// of h.
+func composeRequireAbsent(t *testing.T, h *checker.History, values []string) {
+	t.Helper()
+	var found []string
+	for _, v := range values {
+		for _, at := range h.Locate(v) {
+			found = append(found, v+" in "+at)
+		}
+	}
+	if len(found) > 0 {
+		t.Errorf("%d writes that cannot have been committed are in the log: %s", len(found), strings.Join(found[:min(len(found), 10)], "; "))
 	}
 }

@@ -10,9 +10,10 @@ import (
 )
 
 // testComposeRollingRestart is row 17 of TESTPLAN.md at T3 and issue 7's
-// promise: SIGTERM each broker in turn (docker stop -t 30, which SIGKILLs
-// after 30 s, docker-compose.yml's stop_grace_period), start it again,
-// wait until it is healthy and leads again and every replica is in sync,
+// promise: SIGTERM each broker in turn (docker stop -t 35, which SIGKILLs
+// after docker-compose.yml's stop_grace_period), start it again, wait
+// until it is healthy and leads again (the leader balancer hands a
+// broker its preferred partitions only once it has caught up on them),
 // while the idempotent producer writes to every partition and the
 // watcher asks every broker who leads. It asserts:
 //
@@ -26,6 +27,14 @@ import (
 //     seen from the client side two ways: the watcher (no broker answers
 //     naming itself leader) and the producer (the longest wait between two
 //     acknowledgements of the partition).
+//
+// Waiting for "healthy" alone is not enough for the second bound: /readyz
+// turns ready before the leaders replicate to the restarted broker again
+// (hashicorp/raft backs a leader's replication to an unreachable follower
+// off exponentially, up to 10.24 s, and the backoff outlives the outage),
+// so stopping the next broker at once leaves partitions that need the
+// restarted one's acknowledgement without acknowledged writes for up to
+// ~10 s (measured: 8.2 s), though Metadata names a live leader throughout.
 func testComposeRollingRestart(t *testing.T, cc *composeCluster) *composeRun {
 	cc.heal()
 	const topic = "t3-rolling"
@@ -37,11 +46,6 @@ func testComposeRollingRestart(t *testing.T, cc *composeCluster) *composeRun {
 	var lines []string
 	begin := time.Now()
 	for _, id := range composeBrokers {
-		// As an operator would (Kafka's rolling restarts wait for zero
-		// under-replicated partitions): the next broker goes down only
-		// once every replica is back in sync, so no partition is left
-		// with one caught-up replica.
-		composeWaitISR(t, l.admin, topic, 90*time.Second)
 		leads, err := composeLeaders(testContext(t, 10*time.Second), l.admin, topic)
 		if err != nil {
 			t.Fatal(err)
@@ -49,9 +53,9 @@ func testComposeRollingRestart(t *testing.T, cc *composeCluster) *composeRun {
 		from := time.Now()
 		since := from.Add(-time.Second).UTC().Format(time.RFC3339Nano)
 		// docker stop sends the container's stop signal (SIGTERM) and
-		// SIGKILLs after -t seconds, as docker-compose stop does with
-		// stop_grace_period (30 s in docker-compose.yml).
-		cc.docker(90*time.Second, "stop", "-t", "30", cc.container(id))
+		// SIGKILLs after -t seconds, as docker-compose stop does after
+		// stop_grace_period.
+		cc.docker(90*time.Second, "stop", "-t", composeStopGrace, cc.container(id))
 		stopTook := time.Since(from)
 		st := cc.state(id)
 		if st.status != "exited" || st.exitCode != 0 {

@@ -35,6 +35,11 @@ const composeProject = "varvetest"
 // <project>_default), which docker network disconnect cuts.
 const composeNetwork = composeProject + "_default"
 
+// composeStopGrace is docker-compose.yml's stop_grace_period in seconds,
+// for docker stop -t: how long a SIGTERMed broker may take to stop before
+// docker SIGKILLs it.
+const composeStopGrace = "35"
+
 // composeBrokers are the broker ids of docker-compose.yml (service
 // varve-<id>).
 var composeBrokers = []int32{1, 2, 3}
@@ -480,4 +485,5 @@ type composeRun struct {
 	topic      string
 	partitions int32
 	h          *checker.History
+	absent     []string // values that must be in no drain and no replica
 }
