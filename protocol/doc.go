@@ -69,8 +69,13 @@
 //     of topics that names no partitions); a request over it closes the
 //     connection before the Handler sees it.
 //   - A decoded request may hold up to Config.MaxRequestBytes of frame plus
-//     what kmsg allocates for it; kmsg bounds array lengths by the bytes left
-//     in the frame, so that is a constant factor of the frame size.
+//     what kmsg allocates for it. kmsg refuses an array longer than the
+//     bytes left could encode, so that is a constant factor of the frame
+//     size, but not a small one: a Produce partition with no records is 6
+//     bytes on the wire and a 40-byte struct, so a request can take about
+//     seven times its size while decoded, and it is decoded whole before
+//     MaxPartitionsPerRequest can count its partitions (measured in the
+//     integration test of hostile requests).
 //
 // # Errors and shutdown
 //
