@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	neturl "net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -23,8 +24,10 @@ func runHealth(args []string) error {
 	adminAddr := fs.String("admin-addr", "127.0.0.1:9644", "the broker's admin HTTP address (HOST:PORT)")
 	ready := fs.Bool("ready", false, "ask /readyz (answering Kafka requests) instead of /healthz (storage healthy)")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
+	fs.SetOutput(io.Discard) // main prints an error once, on one line
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(os.Stdout, fs, "varve health [--ready] [--admin-addr HOST:PORT] [--timeout DURATION]", healthExamples)
 			return nil
 		}
 		return err

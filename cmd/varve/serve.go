@@ -199,8 +199,10 @@ func runServe(args []string) error {
 	var s serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	s.register(fs)
+	fs.SetOutput(io.Discard) // main prints an error once, on one line
 	if err := resolveSettings(fs, args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(os.Stdout, fs, "varve serve [flags] (each flag also as env VARVE_FLAG_NAME and YAML key flag-name)", serveExamples)
 			return nil
 		}
 		return err
