@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,6 +100,17 @@ func testProduceKeyedPartitions(t *testing.T, c *integration.Cluster) {
 	if len(used) < 2 {
 		t.Errorf("40 keys all in partitions %v", used)
 	}
+	// The Java client's partitions for these keys among 1,000 partitions
+	// are 681, 524, 434, 107, 566 and 742 (client.TestKeyPartitionMatchesJavaPartitions);
+	// 8 divides 1,000, so among 8 they are those mod 8.
+	createTopic(t, c, "java8", 8)
+	mustRun(t, ":empty\na:a\nab:ab\nabc:abc\n123456789:digits\n\x00 :nul\n", "produce", "-t", "java8", "-k", ":", "--brokers", b)
+	lines = strings.Split(strings.TrimSpace(mustRun(t, "", "consume", "-t", "java8", "-e", "-f", `%s=%p\n`, "--brokers", b)), "\n")
+	slices.Sort(lines)
+	if got, want := strings.Join(lines, " "), "a=4 ab=2 abc=3 digits=6 empty=1 nul=6"; got != want {
+		t.Errorf("keys in partitions %s, the Java client puts them in %s", got, want)
+	}
+
 	mustRun(t, "a:1\nb:2\nc:3\n", "produce", "-t", "spread", "-k", ":", "-p", "2", "--acks", "1", "-z", "gzip", "--brokers", b)
 	out = mustRun(t, "", "consume", "-t", "spread", "-p", "2", "-o", "-3", "-e", "-f", `%k%p `, "--brokers", b)
 	if out != "a2 b2 c2 " {
