@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,4 +76,55 @@ func countLines(s string) int {
 		}
 	}
 	return n
+}
+
+// Without -e or -n, consume follows: it prints what is there, then what
+// is produced later, until its context ends (^C), and exits 0.
+func testConsumeFollows(t *testing.T, c *integration.Cluster) {
+	b := c.Addr()
+	createTopic(t, c, "follow", 2)
+	mustRun(t, "k1:old\n", "produce", "-t", "follow", "-k", ":", "--brokers", b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb lockedBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- invokeTool(ctx, "consume", []string{"-t", "follow", "-k", ":", "--brokers", b}, strings.NewReader(""), &out, &errb)
+	}()
+	waitOutput := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for out.String() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("consume printed %q, want %q (stderr %q)", out.String(), want, errb.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitOutput("k1:old\n")
+	mustRun(t, "k1:new\n", "produce", "-t", "follow", "-k", ":", "--brokers", b)
+	waitOutput("k1:old\nk1:new\n")
+	select {
+	case c := <-code:
+		t.Fatalf("consume exited (%d) while following", c)
+	default:
+	}
+	cancel() // what ^C does
+	if c := <-code; c != 0 || errb.String() != "" || out.String() != "k1:old\nk1:new\n" {
+		t.Errorf("after ^C: exit %d, stdout %q, stderr %q", c, out.String(), errb.String())
+	}
+}
+
+// acks=0 and snappy: the records arrive as sent (read with -n, which
+// waits for them: acks=0 returns before the broker has appended).
+func testProduceAcksZeroSnappy(t *testing.T, c *integration.Cluster) {
+	b := c.Addr()
+	createTopic(t, c, "acks0", 1)
+	r := runCLI(t, "one\ntwo\nthree\n", "produce", "-t", "acks0", "--acks", "0", "-z", "snappy", "--brokers", b)
+	if r.code != 0 || !strings.HasPrefix(r.stderr, "produced 3 records, 11 bytes in ") {
+		t.Fatalf("produce --acks 0: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if out := mustRun(t, "", "consume", "-t", "acks0", "-n", "3", "-f", `%o:%s `, "--brokers", b); out != "0:one 1:two 2:three " {
+		t.Errorf("consumed %q", out)
+	}
 }

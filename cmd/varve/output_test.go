@@ -78,6 +78,8 @@ func TestToolsAgainstABroker(t *testing.T) {
 		{"ProduceProgress", testProduceProgress},
 		{"ConsumeUnknownTopic", testConsumeUnknownTopic},
 		{"ConsumeAsGroup", testConsumeAsGroup},
+		{"ConsumeFollows", testConsumeFollows},
+		{"ProduceAcksZeroSnappy", testProduceAcksZeroSnappy},
 		{"TopicRoundTrip", testTopicRoundTrip},
 		{"GroupDescribeLag", testGroupDescribeLag},
 		{"GroupResetOffsets", testGroupResetOffsets},
