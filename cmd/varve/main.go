@@ -109,16 +109,18 @@ Commands:
   serve    run a broker (varve serve --help for its flags; --print-config-reference
            prints every flag, environment variable and YAML key as a Markdown table)
   health   exit 0 if a broker's /healthz (or /readyz with --ready) answers 200
-  produce  write lines of stdin to a topic (varve produce --help)
-  consume  print a topic's records, kcat-style or as JSON (varve consume --help)
+  produce  write lines of stdin to a topic, keyed as the Java client (varve produce --help)
+  consume  print a topic's records: values, key and value, kcat-style or JSON (varve consume --help)
   topic    create, list, describe, delete, alter-config
-  group    list, describe (lag), delete, reset-offsets
-  cluster  info: brokers, controller, partition health
+  group    list, describe (members, assignment, lag), delete, reset-offsets
+  cluster  info: brokers (reachable or not), metadata leader, partitions led, under-replicated, offline
   bench    produce, consume, e2e: throughput and latency, every record verified;
            --vs ADDR compares with another cluster
 
 --brokers, before the command or after it, names the cluster the client tools
-talk to (default: env VARVE_BROKERS, else `+client.DefaultBrokers+`).
+talk to (default: env VARVE_BROKERS, else `+client.DefaultBrokers+`). Tables are aligned
+on a terminal and tab-separated when piped; -o json prints JSON. Errors are one
+line on stderr: exit 1, or 2 for a mistake on the command line.
 `)
 }
 
