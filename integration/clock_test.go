@@ -35,6 +35,7 @@ import (
 	"github.com/varvelog/varve/broker/coordinator"
 	"github.com/varvelog/varve/integration/checker"
 	"github.com/varvelog/varve/partition/vfs"
+	"github.com/varvelog/varve/replication"
 )
 
 // jumpClock is a wall clock that a test can jump: the real time plus an
@@ -71,6 +72,11 @@ func (p clockPhase) String() string {
 func TestClockJumpOneBroker(t *testing.T) {
 	logs, _ := ringLogs(t)
 	c := NewCluster(t, logs, Brokers(3), WithConfig(func(cfg *broker.Config) {
+		// Production's data timing: this test is about clocks, not
+		// failover, and the tests' 250 ms lease let leadership churn
+		// under -race on a loaded machine (the LogAppendTime check wants
+		// the jumped broker to lead while its clock is off).
+		cfg.DataTiming = replication.DataTiming()
 		cfg.RetentionCheckInterval = 100 * time.Millisecond
 		cfg.OffsetsRetention = 2 * time.Hour
 		cfg.OffsetsRetentionCheckInterval = 100 * time.Millisecond
@@ -255,6 +261,9 @@ func TestClockJumpOneBroker(t *testing.T) {
 			}
 			dirs[name] = append(dirs[name], ds)
 		}
+	}
+	for _, name := range topics {
+		waitConverged(t, c, name, partitions)
 	}
 	c.stopAll()
 	for _, name := range topics {
