@@ -201,7 +201,7 @@ func optInt(v *int64) string {
 }
 
 func groupDelete(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	fs := newToolFlags("group delete", "varve group delete GROUP", "  varve group delete billing\n")
+	fs := newToolFlags("group delete", "varve group delete GROUP [-o text|json]", "  varve group delete billing\n").withOutput()
 	pos, err := fs.parse(args, 1, stdout)
 	if err != nil {
 		return helped(err)
@@ -218,6 +218,12 @@ func groupDelete(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 	})
 	if err != nil {
 		return fmt.Errorf("delete group %q: %w", pos[0], kadmErr(err, resp.ErrMessage))
+	}
+	if p := fs.printer(stdout); p.json {
+		return p.writeJSON(struct {
+			Group   string `json:"group"`
+			Deleted bool   `json:"deleted"`
+		}{pos[0], true})
 	}
 	fmt.Fprintf(stdout, "deleted group %s\n", pos[0])
 	return nil

@@ -83,6 +83,7 @@ func TestToolsAgainstABroker(t *testing.T) {
 		{"TopicRoundTrip", testTopicRoundTrip},
 		{"GroupDescribeLag", testGroupDescribeLag},
 		{"GroupResetOffsets", testGroupResetOffsets},
+		{"ChangesAsJSON", testChangesAsJSON},
 		{"ClusterInfo", testClusterInfo},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, c) })

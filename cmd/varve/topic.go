@@ -27,8 +27,8 @@ func runTopic(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func topicCreate(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	fs := newToolFlags("topic create", "varve topic create NAME [-p PARTITIONS] [-r REPLICATION_FACTOR] [-c key=value ...]",
-		"  varve topic create demo -p 6 -r 3\n  varve topic create audit -c retention.ms=86400000 -c cleanup.policy=delete\n")
+	fs := newToolFlags("topic create", "varve topic create NAME [-p PARTITIONS] [-r REPLICATION_FACTOR] [-c key=value ...] [-o text|json]",
+		"  varve topic create demo -p 6 -r 3\n  varve topic create audit -c retention.ms=86400000 -c cleanup.policy=delete\n").withOutput()
 	partitions := fs.Int("p", -1, "number of `PARTITIONS` (-1: the broker's num.partitions)")
 	rf := fs.Int("r", -1, "replication factor `RF` (-1: min(3, brokers))")
 	var configs stringList
@@ -59,6 +59,9 @@ func topicCreate(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 		if td, err := client.Topic(ctx, adm, pos[0]); err == nil {
 			parts, factor = len(td.Partitions), td.Partitions.NumReplicas()
 		}
+	}
+	if p := fs.printer(stdout); p.json {
+		return p.writeJSON(topicRow{Topic: pos[0], Partitions: parts, ReplicationFactor: factor})
 	}
 	fmt.Fprintf(stdout, "created topic %s (partitions %d, replication factor %d)\n", pos[0], parts, factor)
 	return nil
@@ -213,7 +216,7 @@ func topicDescribe(ctx context.Context, args []string, _ io.Reader, stdout, _ io
 }
 
 func topicDelete(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	fs := newToolFlags("topic delete", "varve topic delete NAME", "  varve topic delete demo\n")
+	fs := newToolFlags("topic delete", "varve topic delete NAME [-o text|json]", "  varve topic delete demo\n").withOutput()
 	pos, err := fs.parse(args, 1, stdout)
 	if err != nil {
 		return helped(err)
@@ -230,13 +233,19 @@ func topicDelete(ctx context.Context, args []string, _ io.Reader, stdout, _ io.W
 	if err != nil {
 		return fmt.Errorf("delete topic %q: %w", pos[0], kadmErr(err, resp.ErrMessage))
 	}
+	if p := fs.printer(stdout); p.json {
+		return p.writeJSON(struct {
+			Topic   string `json:"topic"`
+			Deleted bool   `json:"deleted"`
+		}{pos[0], true})
+	}
 	fmt.Fprintf(stdout, "deleted topic %s\n", pos[0])
 	return nil
 }
 
 func topicAlterConfig(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	fs := newToolFlags("topic alter-config", "varve topic alter-config NAME [-c key=value ...] [--delete-config key ...]",
-		"  varve topic alter-config demo -c retention.ms=3600000\n  varve topic alter-config demo --delete-config retention.ms\n")
+	fs := newToolFlags("topic alter-config", "varve topic alter-config NAME [-c key=value ...] [--delete-config key ...] [-o text|json]",
+		"  varve topic alter-config demo -c retention.ms=3600000\n  varve topic alter-config demo --delete-config retention.ms\n").withOutput()
 	var sets, dels stringList
 	fs.Var(&sets, "c", "set config `key=value` (repeatable)")
 	fs.Var(&dels, "delete-config", "delete config `key` set on the topic, back to its default (repeatable)")
@@ -277,6 +286,17 @@ func topicAlterConfig(ctx context.Context, args []string, _ io.Reader, stdout, _
 		if r.Err != nil {
 			return fmt.Errorf("alter configs of %q: %w", pos[0], kadmErr(r.Err, r.ErrMessage))
 		}
+	}
+	if p := fs.printer(stdout); p.json {
+		set := map[string]string{}
+		for _, kv := range kvs {
+			set[kv[0]] = kv[1]
+		}
+		return p.writeJSON(struct {
+			Topic   string            `json:"topic"`
+			Set     map[string]string `json:"set"`
+			Deleted []string          `json:"deleted"`
+		}{pos[0], set, append([]string{}, dels...)})
 	}
 	fmt.Fprintf(stdout, "altered topic %s: %s\n", pos[0], strings.Join(said, ", "))
 	return nil

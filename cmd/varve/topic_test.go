@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -123,5 +124,29 @@ func TestKafkaUUID(t *testing.T) {
 		if got := kafkaUUID(tc.id); got != tc.want {
 			t.Errorf("%x: %q, want %q", tc.id[:], got, tc.want)
 		}
+	}
+}
+
+// The commands that change something answer in JSON with -o json too.
+func testChangesAsJSON(t *testing.T, c *integration.Cluster) {
+	b := c.Addr()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"topic", "create", "as-json", "-p", "2", "-r", "1"}, `{"topic":"as-json","partitions":2,"replication_factor":1,"internal":false}`},
+		{[]string{"topic", "alter-config", "as-json", "-c", "retention.ms=5000", "--delete-config", "max.message.bytes"}, `{"topic":"as-json","set":{"retention.ms":"5000"},"deleted":["max.message.bytes"]}`},
+		{[]string{"topic", "alter-config", "as-json", "--delete-config", "retention.ms"}, `{"topic":"as-json","set":{},"deleted":["retention.ms"]}`},
+		{[]string{"topic", "delete", "as-json"}, `{"topic":"as-json","deleted":true}`},
+	} {
+		out := mustRun(t, "", append(tc.args, "-o", "json", "--brokers", b)...)
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, []byte(out)); err != nil || compact.String() != tc.want {
+			t.Errorf("%v -o json: %q (%v), want %s", tc.args, out, err, tc.want)
+		}
+	}
+	commitAt(t, c, "g-json", "lagged", 0)
+	if out := mustRun(t, "", "group", "delete", "g-json", "-o", "json", "--brokers", b); out != "{\n  \"group\": \"g-json\",\n  \"deleted\": true\n}\n" {
+		t.Errorf("group delete -o json: %q", out)
 	}
 }
