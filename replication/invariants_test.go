@@ -418,7 +418,9 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 // nemesis applies a random fault every 0.7-1.8 s until end, healing the
 // previous one first; it returns a description of each step and how many
-// members it killed.
+// members it killed. The seed fixes the sequence of fault kinds and their
+// parameters; who "the leader" is, and so which member a leader-targeted
+// fault hits, and how many steps fit in the time, follow the run.
 func (c *invCluster) nemesis(rng *rand.Rand, end time.Time) (steps []string, kills int) {
 	ids := make([]int32, len(c.ms))
 	for i, m := range c.ms {
@@ -436,9 +438,11 @@ func (c *invCluster) nemesis(rng *rand.Rand, end time.Time) (steps []string, kil
 			return false
 		})
 		c.nw.Heal()
-		li := c.leader()
+		// Drawn whether or not there is a leader, so the sequence of
+		// draws (fault kinds and parameters) depends on the seed alone.
+		li, anyone := c.leader(), rng.IntN(len(c.ms))
 		if li < 0 {
-			li = rng.IntN(len(c.ms))
+			li = anyone
 		}
 		lid := c.ms[li].id
 		others := slices.DeleteFunc(slices.Clone(ids), func(id int32) bool { return id == lid })
