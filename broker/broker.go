@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"path"
 	"sync"
@@ -72,7 +73,8 @@ type Broker struct {
 	// by Serve.
 	advertised map[string]hostPort
 	servers    []*protocol.Server
-	conns      *protocol.ConnLimits // the connection caps, shared by every listener; made by the first Serve
+	conns      *protocol.ConnLimits    // the connection caps, shared by every listener; made by the first Serve
+	requests   *protocol.RequestBudget // the request-bytes budget, shared likewise
 	closed     bool
 
 	recMu      sync.Mutex
@@ -228,8 +230,13 @@ func (b *Broker) Serve(name string, ln net.Listener) error {
 	b.mu.Lock()
 	if b.conns == nil {
 		b.conns = protocol.NewConnLimits(max(b.cfg.MaxConnections, 0), max(b.cfg.MaxConnectionsPerIP, 0))
+		queued := b.cfg.QueuedMaxRequestBytes
+		if queued < 0 {
+			queued = math.MaxInt64
+		}
+		b.requests = protocol.NewRequestBudget(queued)
 	}
-	conns := b.conns
+	conns, requests := b.conns, b.requests
 	b.mu.Unlock()
 	srv, err := protocol.NewServer(protocol.Config{
 		Listener:                name,
@@ -238,6 +245,7 @@ func (b *Broker) Serve(name string, ln net.Listener) error {
 		IdleTimeout:             b.cfg.IdleTimeout,
 		FrameTimeout:            b.cfg.FrameTimeout,
 		Conns:                   conns,
+		Requests:                requests,
 		MaxPartitionsPerRequest: b.cfg.MaxPartitionsPerRequest,
 		Logger:                  b.logger,
 	}, b)

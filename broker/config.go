@@ -117,6 +117,15 @@ type Config struct {
 	// the topics, for requests that name no partitions); a request over it
 	// closes the connection, logged. Default 100,000.
 	MaxPartitionsPerRequest int
+	// QueuedMaxRequestBytes bounds the bytes of request frames the broker
+	// holds at once, over every connection and listener (Kafka's
+	// queued.max.request.bytes, unbounded there by default): a connection
+	// whose next frame does not fit stops reading until it does, so a
+	// flood of large requests waits instead of exhausting memory. Frames
+	// are counted as their buffers grow with the bytes received (see
+	// protocol.RequestBudget). Default 500 MiB (five maximum-size
+	// requests); negative: no bound.
+	QueuedMaxRequestBytes int64
 	// FlushInterval is how often each partition is fsynced and
 	// checkpointed when it has new data. A single broker acknowledges
 	// writes once they are in its segment files (page cache); fsync
@@ -240,6 +249,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxPartitionsPerRequest == 0 {
 		c.MaxPartitionsPerRequest = 100_000
+	}
+	if c.QueuedMaxRequestBytes == 0 {
+		c.QueuedMaxRequestBytes = 500 << 20
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = time.Second

@@ -28,6 +28,11 @@ const (
 	// (over 10 million), so the per-partition work and the response of a
 	// request stay bounded.
 	DefaultMaxPartitionsPerRequest = 100_000
+	// DefaultQueuedMaxRequestBytes bounds the request frames held at once
+	// (RequestBudget). Kafka's queued.max.request.bytes is unbounded by
+	// default; five maximum-size requests is room for any real workload
+	// while a flood of large frames waits instead of exhausting memory.
+	DefaultQueuedMaxRequestBytes = 5 * DefaultMaxRequestBytes
 )
 
 // minFrameSize is the smallest frame that can hold a request header's fixed
@@ -96,6 +101,17 @@ type Config struct {
 	// DefaultMaxPartitionsPerRequest.
 	MaxPartitionsPerRequest int
 
+	// QueuedMaxRequestBytes bounds the bytes of request frames held at once
+	// by the Server's connections (see RequestBudget); a connection whose
+	// next frame does not fit stops reading until it does. Ignored (must be
+	// 0) when Requests is set. Default DefaultQueuedMaxRequestBytes.
+	QueuedMaxRequestBytes int64
+
+	// Requests, when set, is the request budget instead of one made from
+	// QueuedMaxRequestBytes, shared with every other Server given it (one
+	// budget for all of a broker's listeners).
+	Requests *RequestBudget
+
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -134,6 +150,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Conns != nil && (c.MaxConnections != 0 || c.MaxConnectionsPerIP != 0) {
 		errs = append(errs, errors.New("protocol: set either Conns or MaxConnections and MaxConnectionsPerIP, not both"))
+	}
+	if c.Requests != nil && c.QueuedMaxRequestBytes != 0 {
+		errs = append(errs, errors.New("protocol: QueuedMaxRequestBytes must be 0 when Requests is set"))
+	}
+	if c.Requests == nil && c.QueuedMaxRequestBytes < 1 {
+		errs = append(errs, fmt.Errorf("protocol: QueuedMaxRequestBytes %d must be at least 1", c.QueuedMaxRequestBytes))
 	}
 	if c.MaxPartitionsPerRequest < 1 {
 		errs = append(errs, fmt.Errorf("protocol: MaxPartitionsPerRequest %d must be at least 1", c.MaxPartitionsPerRequest))
@@ -193,6 +215,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPartitionsPerRequest == 0 {
 		c.MaxPartitionsPerRequest = DefaultMaxPartitionsPerRequest
+	}
+	if c.QueuedMaxRequestBytes == 0 && c.Requests == nil {
+		c.QueuedMaxRequestBytes = DefaultQueuedMaxRequestBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -21,8 +21,10 @@ const (
 	readBufferSize = 16 << 10
 	// eagerBodyBytes is the largest body allocated in one go; larger ones
 	// grow with the bytes received, so a size field alone cannot make the
-	// server allocate MaxRequestBytes.
-	eagerBodyBytes = 1 << 20
+	// server allocate (or reserve in its RequestBudget) more than this:
+	// a client that announces a large frame and sends nothing holds 64 KiB.
+	// A 1 MiB produce request costs two extra copies (320 KiB) for it.
+	eagerBodyBytes = 64 << 10
 	// coalesceBytes stops adding queued responses to one write.
 	coalesceBytes = 256 << 10
 	// maxRetainedWriteBuf is the largest write buffer kept between writes;
@@ -108,12 +110,14 @@ func (c *conn) readLoop() {
 	defer close(c.out)
 	c.log.Debug("connection opened")
 	for {
-		frame, err := c.readFrame()
+		frame, held, err := c.readFrame()
 		if err != nil {
 			c.logReadError(err)
 			return
 		}
-		if !c.serveFrame(frame) {
+		keep := c.serveFrame(frame)
+		c.srv.requests.release(held)
+		if !keep {
 			return
 		}
 	}
@@ -146,48 +150,89 @@ type sizeError struct{ size int32 }
 func (e *sizeError) Error() string { return "protocol: invalid frame size" }
 
 // readFrame returns the next frame without its size prefix, in a new buffer
-// that is never reused (the decoded request may alias it).
-func (c *conn) readFrame() ([]byte, error) {
+// that is never reused (the decoded request may alias it), and the bytes of
+// the server's RequestBudget it holds, to be released once it is handled.
+func (c *conn) readFrame() ([]byte, int64, error) {
 	cfg := &c.srv.cfg
 	if err := c.readDeadline(cfg.IdleTimeout); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	first, err := c.br.ReadByte()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	deadline := time.Now().Add(cfg.FrameTimeout)
 	if err := c.readDeadline(cfg.FrameTimeout); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var hdr [4]byte
 	hdr[0] = first
 	if _, err := io.ReadFull(c.br, hdr[1:]); err != nil {
-		return nil, &frameError{err}
+		return nil, 0, &frameError{err}
 	}
 	size := int32(binary.BigEndian.Uint32(hdr[:]))
 	if size < minFrameSize || size > cfg.MaxRequestBytes {
-		return nil, &sizeError{size}
+		return nil, 0, &sizeError{size}
 	}
-	frame, err := readBody(c.br, int(size))
+	// The frame's buffer is reserved in the budget as it grows, so what
+	// a connection holds is what its client has sent (a slow client that
+	// announces 100 MiB holds only what has arrived). The wait for budget
+	// counts against the frame's deadline: partial frames that hold the
+	// budget between them never wait on each other for longer than that.
+	var held int64
+	reserve := func(n int) error {
+		want := min(int64(n), c.srv.requests.max-held) // one frame never waits on itself
+		if want <= 0 {
+			return nil
+		}
+		ctx, cancel := context.WithDeadline(c.ctx, deadline)
+		defer cancel()
+		got, err := c.srv.requests.acquire(ctx, c.srv.closed, want)
+		held += got
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return os.ErrDeadlineExceeded
+		case err != nil:
+			return errShutdown
+		}
+		return nil
+	}
+	frame, err := readBody(c.br, int(size), reserve)
 	if err != nil {
-		return nil, &frameError{err}
+		c.srv.requests.release(held)
+		if errors.Is(err, errShutdown) {
+			return nil, 0, err
+		}
+		return nil, 0, &frameError{err}
 	}
-	return frame, nil
+	return frame, held, nil
 }
 
 // readBody reads exactly size bytes. Up to eagerBodyBytes it allocates once;
-// beyond, the buffer doubles as bytes arrive, so memory tracks what the client
-// actually sent (at most twice it), not what it announced.
-func readBody(r io.Reader, size int) ([]byte, error) {
+// beyond, the buffer quadruples as bytes arrive (few copies for a large
+// produce request), so memory tracks what the client actually sent (at most
+// four times it), not what it announced. reserve is called with the size of
+// every allocation before it is made.
+func readBody(r io.Reader, size int, reserve func(int) error) ([]byte, error) {
 	if size <= eagerBodyBytes {
+		if err := reserve(size); err != nil {
+			return nil, err
+		}
 		b := make([]byte, size)
 		_, err := io.ReadFull(r, b)
 		return b, err
 	}
+	if err := reserve(eagerBodyBytes); err != nil {
+		return nil, err
+	}
 	b := make([]byte, 0, eagerBodyBytes)
 	for len(b) < size {
 		if len(b) == cap(b) {
-			nb := make([]byte, len(b), min(2*cap(b), size))
+			grown := min(4*cap(b), size)
+			if err := reserve(grown); err != nil {
+				return nil, err
+			}
+			nb := make([]byte, len(b), grown)
 			copy(nb, b)
 			b = nb
 		}

@@ -68,6 +68,12 @@
 //     names (every entry of every Partitions list, or each topic of a list
 //     of topics that names no partitions); a request over it closes the
 //     connection before the Handler sees it.
+//   - Config.QueuedMaxRequestBytes (or a RequestBudget shared through
+//     Config.Requests) bounds the frame bytes held at once by all
+//     connections: a frame's buffer is reserved as it grows with the bytes
+//     received, and released once the request has been handled; a
+//     connection that does not fit stops reading until it does, and a
+//     partial frame waits at most until its FrameTimeout.
 //   - A decoded request may hold up to Config.MaxRequestBytes of frame plus
 //     what kmsg allocates for it. kmsg refuses an array longer than the
 //     bytes left could encode, so that is a constant factor of the frame

@@ -74,6 +74,7 @@ type Server struct {
 	nextID  atomic.Uint64
 
 	limits   *ConnLimits           // Config.Conns, or the Server's own
+	requests *RequestBudget        // Config.Requests, or the Server's own
 	counters map[int16][]countPath // partition lists per served key; read-only
 
 	mu        sync.Mutex
@@ -101,8 +102,13 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	if limits == nil {
 		limits = NewConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP)
 	}
+	requests := cfg.Requests
+	if requests == nil {
+		requests = NewRequestBudget(cfg.QueuedMaxRequestBytes)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
+		requests: requests,
 		cfg:      cfg,
 		h:        h,
 		log:      cfg.Logger.With("listener", cfg.Listener),

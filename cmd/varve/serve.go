@@ -81,6 +81,7 @@ type serveLimits struct {
 	idleTimeout             time.Duration
 	frameTimeout            time.Duration
 	maxPartitionsPerRequest int
+	queuedMaxRequestBytes   int64
 }
 
 func (l *serveLimits) register(fs *flag.FlagSet) {
@@ -92,6 +93,7 @@ func (l *serveLimits) register(fs *flag.FlagSet) {
 	fs.DurationVar(&l.idleTimeout, "idle-timeout", 10*time.Minute, "close a connection that sends no request for this long (connections.max.idle.ms)")
 	fs.DurationVar(&l.frameTimeout, "frame-timeout", 30*time.Second, "close a connection whose started request has not fully arrived after this long")
 	fs.IntVar(&l.maxPartitionsPerRequest, "max-partitions-per-request", 100_000, "cap on the partitions one request names; over it the connection is closed")
+	fs.Int64Var(&l.queuedMaxRequestBytes, "queued-max-request-bytes", 500<<20, "bound on the request bytes held at once over all connections; past it connections wait (queued.max.request.bytes); negative: no bound")
 }
 
 // apply copies the limits into cfg, refusing values the broker's int32
@@ -118,6 +120,10 @@ func (l *serveLimits) apply(cfg *broker.Config) error {
 	cfg.IdleTimeout = l.idleTimeout
 	cfg.FrameTimeout = l.frameTimeout
 	cfg.MaxPartitionsPerRequest = l.maxPartitionsPerRequest
+	if l.queuedMaxRequestBytes == 0 {
+		errs = append(errs, errors.New("--queued-max-request-bytes must not be 0"))
+	}
+	cfg.QueuedMaxRequestBytes = l.queuedMaxRequestBytes
 	return errors.Join(errs...)
 }
 
