@@ -273,6 +273,9 @@ func (w *workload) finishWithout(adm *kadm.Client, gone int) *checker.Report {
 	// for every partition), every partition on survivors only.
 	req := kmsg.NewPtrListPartitionReassignmentsRequest()
 	resp, err := req.RequestWith(testContext(t, 10*time.Second), newClient(t, kgo.SeedBrokers(c.BrokerAddr(survivors[0]))))
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
 	if err != nil {
 		t.Fatalf("list every reassignment: %v", err)
 	}
