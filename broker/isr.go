@@ -17,7 +17,8 @@ import (
 // heartbeat) within ReplicaLagMax, and in sync while it was caught up
 // within ReplicaLagMax (Kafka's replica.lag.time.max.ms). The leader publishes
 // the set through the metadata group when it changes, so every broker
-// answers Metadata with it; a new leader starts from every replica.
+// answers Metadata with it; a new leader starts from every replica and
+// drops those that do not answer within an election timeout.
 
 // isrTracker is the leader-side sampling state, owned by the ISR loop.
 type isrTracker struct {
@@ -59,7 +60,14 @@ func (b *Broker) updateISR(tr *isrTracker) {
 			}
 			acked, at := r.g.Acked(replication.Peer{ID: id, Addr: addr})
 			if _, known := cu[id]; !known {
-				cu[id] = now // a new leader gives every follower the lag window
+				// A new leader knows nothing of its followers yet (and
+				// publishing its leadership reset the ISR to every
+				// replica): each gets an election timeout (at least
+				// three samples) to answer, not the whole lag window,
+				// so a replica that died with the old leader leaves
+				// the ISR in about that.
+				grace := min(b.cfg.ReplicaLagMax, max(b.cfg.DataTiming.Election, 3*b.cfg.ISRInterval))
+				cu[id] = now.Add(grace - b.cfg.ReplicaLagMax)
 			}
 			// Caught up: it has the index of the previous sample and
 			// answered within the lag window (heartbeats count), so a

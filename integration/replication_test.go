@@ -499,3 +499,52 @@ func TestDeletedWhileDown(t *testing.T) {
 		return len(logs) == 0 && slices.Equal(rafts, []string{"__cluster_metadata"})
 	})
 }
+
+// TestISRAfterLeaderChange: a new leader does not give dead replicas the
+// whole lag window. With a 30 s replica.lag.time.max, one follower is
+// killed, then the leader restarts, so leadership changes while that
+// follower is dead; publishing the new leader resets the ISR to every
+// replica, and the new leader must drop the dead one within seconds, not
+// 30 s (the ISR becomes the two live replicas).
+func TestISRAfterLeaderChange(t *testing.T) {
+	c := NewCluster(t, Brokers(3), WithConfig(func(cfg *broker.Config) { cfg.ReplicaLagMax = 30 * time.Second }))
+	createReplicated(t, c, "isr2", 1, 3)
+	leader := waitPreferredLeader(t, c, "isr2", 0)
+	follower := (leader + 1) % 3
+	cl := c.Client(t, kgo.DefaultProduceTopic("isr2"))
+	if err := cl.ProduceSync(testContext(t, 20*time.Second), &kgo.Record{Value: []byte("before")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	_, epoch := c.Broker(leader).PartitionLeader("isr2", 0)
+	c.Kill(follower)
+	c.Restart(leader)
+	start := time.Now()
+	var live []int32
+	for i := range 3 {
+		if i != follower {
+			live = append(live, int32(i+1))
+		}
+	}
+	eventually(t, 15*time.Second, fmt.Sprintf("a new leader with ISR %v", live), func() bool {
+		for i := range 3 {
+			if i == follower {
+				continue
+			}
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.BrokerAddr(i)))
+			if err != nil {
+				return false
+			}
+			md, err := kadm.NewClient(cl).Metadata(testContext(t, 5*time.Second), "isr2")
+			cl.Close()
+			if err != nil {
+				return false
+			}
+			p := md.Topics["isr2"].Partitions[0]
+			if p.LeaderEpoch <= epoch || !slices.Equal(p.ISR, live) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("ISR %v %v after the leader restarted (lag window 30 s)", live, time.Since(start).Round(10*time.Millisecond))
+}
