@@ -98,15 +98,17 @@ func (b *Broker) failedPartitions() []string {
 }
 
 // readiness answers /readyz. A broker is ready once every configured Kafka
-// listener has started and the check Serve makes before it answers
+// listener has started, the check Serve makes before it answers
 // anything (waitServing: metadata caught up with the group, this broker's
-// registration applied, the handlers' view reconciled) has passed. It
+// registration applied, the handlers' view reconciled) has passed, and
+// the leaders of its replicas replicate to it again (waitReplicated). It
 // stays ready until shutdown: a later metadata election does not make the
 // answers untruthful, and a container orchestrator restarting a broker
 // that is merely waiting for a new metadata leader would only slow the
 // cluster down. /healthz reports storage failures.
 type readiness struct {
-	ready atomic.Bool
+	ready   atomic.Bool
+	waiting atomic.Pointer[string] // what waitReplicated waits for, once serving
 }
 
 // watch waits for the listeners, then for waitServing, and marks the
@@ -122,6 +124,7 @@ func (r *readiness) watch(b *Broker) {
 		}
 	}
 	if b.waitServing(b.ctx) == nil {
+		b.waitReplicated(b.ctx, func(s string) { r.waiting.Store(&s) }) // ready_replicas.go
 		r.ready.Store(true)
 	}
 }
@@ -151,6 +154,9 @@ func (r *readiness) notReady(b *Broker) string {
 	b.recMu.Unlock()
 	if reconciled < st.Index {
 		return fmt.Sprintf("partition view reconciled to metadata index %d of %d", reconciled, st.Index)
+	}
+	if w := r.waiting.Load(); w != nil {
+		return *w
 	}
 	return "metadata catching up"
 }

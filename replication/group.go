@@ -344,6 +344,16 @@ func (g *Group) Acked(peer Peer) (uint64, time.Time) {
 	return g.cfg.Mux.Acked(g.cfg.ID, raft.ServerAddress(peer.Addr))
 }
 
+// LastAppend is when this replica last received replicated log data (an
+// AppendEntries with a log position, not a heartbeat) from a leader; zero
+// if none since the group opened. See transport.GroupTransport.LastAppend.
+func (g *Group) LastAppend() time.Time {
+	if g.node.trans == nil {
+		return time.Time{}
+	}
+	return g.node.trans.LastAppend()
+}
+
 // LastIndex is the leader's last log index.
 func (g *Group) LastIndex() uint64 { return g.node.raft.LastIndex() }
 

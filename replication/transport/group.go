@@ -41,6 +41,10 @@ type GroupTransport struct {
 
 	ackMu sync.Mutex
 	acks  map[raft.ServerAddress]ackState
+
+	// appendAt is when the group last received an AppendEntries with a log position (not a
+	// heartbeat), in Unix nanoseconds; 0 for never. See LastAppend.
+	appendAt atomic.Int64
 }
 
 type ackState struct {
@@ -251,9 +255,24 @@ func (g *GroupTransport) fastHeartbeat(req *raft.AppendEntriesRequest) (resp any
 	}
 }
 
+// LastAppend is when the group last received an AppendEntries that carries a log position (entries,
+// or an empty append that tells the commit index) from a leader; zero if none since the group was
+// created. Heartbeats do not count: a leader keeps them going while its replication to this node
+// backs off after failures (hashicorp/raft: exponentially, up to 10 s), so only an append shows
+// that the leader replicates to this node again, for example after a restart.
+func (g *GroupTransport) LastAppend() time.Time {
+	if ns := g.appendAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // enqueue adds an inbound request to the group's queue and makes sure a dispatch goroutine drains it.
 // It never blocks: the caller is a connection's reader shared by every group.
 func (g *GroupTransport) enqueue(in *inbound) error {
+	if req, ok := in.cmd.(*raft.AppendEntriesRequest); ok && in.kind == rpcAppendEntries && !isHeartbeat(req) {
+		g.appendAt.Store(time.Now().UnixNano())
+	}
 	g.mu.Lock()
 	if g.isClosed() {
 		g.mu.Unlock()
