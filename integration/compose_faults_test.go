@@ -75,15 +75,13 @@ func testComposeLeaderKill(t *testing.T, cc *composeCluster) *composeRun {
 	for round := 1; round <= rounds; round++ {
 		p := int32(rng.IntN(composePartitions))
 		hold := time.Duration(2000+rng.IntN(4000)) * time.Millisecond
-		// The rounds follow each other without waiting for the last
-		// victim to catch up (it is healthy, and still counts as in
-		// sync: the ISR is lag-time based, 30 s). A leader killed while
-		// the last victim's replicas still wait out the leaders' raft
-		// replication backoff leaves partitions without a caught-up
-		// quorum until they have; rounds have been seen to go 10-25 s
-		// without acknowledgements on some partitions. That is
-		// availability, which row 1 does not bound; what it checks is
-		// that nothing acknowledged is lost or duplicated.
+		// The last victim is healthy, which means its leaders replicate
+		// to it again (broker/ready_replicas.go), not that it has caught
+		// up; before readiness waited for that, a kill here left some
+		// partitions 10-25 s without an acknowledged write while the
+		// last victim waited out the leaders' raft replication backoff.
+		// Row 1 bounds no availability; it checks that nothing
+		// acknowledged is lost or duplicated.
 		leads, err := composeLeaders(testContext(t, 10*time.Second), l.admin, topic)
 		if err != nil {
 			t.Fatal(err)

@@ -28,13 +28,14 @@ import (
 //     naming itself leader) and the producer (the longest wait between two
 //     acknowledgements of the partition).
 //
-// Waiting for "healthy" alone is not enough for the second bound: /readyz
-// turns ready before the leaders replicate to the restarted broker again
-// (hashicorp/raft backs a leader's replication to an unreachable follower
-// off exponentially, up to 10.24 s, and the backoff outlives the outage),
-// so stopping the next broker at once leaves partitions that need the
-// restarted one's acknowledgement without acknowledged writes for up to
-// ~10 s (measured: 8.2 s), though Metadata names a live leader throughout.
+// "Healthy" matters for the second bound: hashicorp/raft backs a leader's
+// replication to an unreachable follower off exponentially (up to 10.24 s)
+// and the backoff outlives the outage, so a restarted broker can serve
+// while its replicas still wait for their leaders' next append. Stopping
+// the next broker then left partitions that needed the restarted one's
+// acknowledgement 8-17 s without an acknowledged write, though Metadata
+// named a live leader throughout; /readyz now waits for the leaders to
+// replicate to the broker again (broker/ready_replicas.go).
 func testComposeRollingRestart(t *testing.T, cc *composeCluster) *composeRun {
 	cc.heal()
 	const topic = "t3-rolling"
