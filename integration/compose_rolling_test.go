@@ -41,7 +41,7 @@ func testComposeRollingRestart(t *testing.T, cc *composeCluster) *composeRun {
 	const topic = "t3-rolling"
 	l := startComposeLoad(t, topic)
 	l.waitAcked(50, 60*time.Second)
-	l.h.Note("rolling restart: docker-compose stop -t 30 then start, brokers %v in turn", composeBrokers)
+	l.h.Note("rolling restart: docker stop -t %s (SIGTERM) then start, brokers %v in turn, each healthy and leading again before the next", composeStopGrace, composeBrokers)
 
 	var leaderless, ackStalls []time.Duration // per partition and restart
 	var lines []string
