@@ -251,7 +251,7 @@ func (kc *kafkaConn) run() {
 		delete(kc.p.conns, kc)
 		kc.p.mu.Unlock()
 	}()
-	var d net.Dialer
+	d := net.Dialer{Timeout: 5 * time.Second}
 	server, err := d.Dial("tcp", kc.p.target)
 	if err != nil {
 		kc.reset() // the broker is down: what the client would see directly

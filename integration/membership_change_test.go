@@ -6,7 +6,8 @@ package integration
 // reliability_test.go) runs while a fourth broker joins, replicas move onto
 // it with AlterPartitionReassignments (one partition's preferred leader is
 // replaced by the new broker, so leadership moves onto it too), and one of
-// the original brokers, picked by the seed, is decommissioned: every
+// the original brokers, picked by the seed (the metadata group's leader one
+// time in three, else a follower of it), is decommissioned: every
 // replica it holds, of the workload's topic and of __consumer_offsets (so
 // the group's coordinator may move), is moved to the broker that lacks
 // one, UnregisterBroker removes it from the metadata and its Raft group,
@@ -17,7 +18,8 @@ package integration
 // history checker, on the replicas where they now are.
 //
 // VARVE_SEED=random|<n> varies or replays the choices (which partitions
-// move, which broker leaves, the pauses between steps).
+// move, which broker leaves, the pauses between steps). The default seed
+// decommissions a follower of the metadata group; VARVE_SEED=9 the leader.
 
 import (
 	"context"
@@ -74,36 +76,27 @@ func TestMembershipChange(t *testing.T) {
 	w.fault("broker %d leads %s-%d", newID, w.topic, p0)
 	w.waitProgress(200)
 
-	// Decommission one of the original brokers: each replica it holds
-	// goes to the broker of the four that holds none of that partition.
-	leaving := rng.IntN(ni)
+	// Decommission one of the original brokers, the metadata group's
+	// leader (the controller Metadata names) one time in three: each
+	// replica it holds goes to the broker of the four that holds none of
+	// that partition.
+	controller := controllerOf(t, adm)
+	var leaving int
+	role := "the metadata leader"
+	if rng.IntN(3) == 0 && c.Index(controller) >= 0 && c.Index(controller) < ni {
+		leaving = c.Index(controller)
+	} else {
+		rest := slices.DeleteFunc([]int{0, 1, 2}, func(i int) bool { return c.ID(i) == controller })
+		leaving = rest[rng.IntN(len(rest))]
+		role = fmt.Sprintf("a follower of the metadata group, which broker %d leads", controller)
+	}
 	goneID := c.ID(leaving)
 	md = metadataOf(t, adm)
-	all := []int32{c.ID(0), c.ID(1), c.ID(2), newID}
-	off := map[string]map[int32][]int32{}
-	for _, topic := range sortedKeys(md) {
-		for _, p := range sortedKeys(md[topic]) {
-			reps := md[topic][p]
-			i := slices.Index(reps, goneID)
-			if i < 0 {
-				continue
-			}
-			spare := slices.DeleteFunc(slices.Clone(all), func(id int32) bool { return slices.Contains(reps, id) })
-			if len(spare) == 0 {
-				t.Fatalf("no broker to take %s-%d's replica from broker %d: replicas %v", topic, p, goneID, reps)
-			}
-			tgt := slices.Clone(reps)
-			tgt[i] = spare[0]
-			if off[topic] == nil {
-				off[topic] = map[int32][]int32{}
-			}
-			off[topic][p] = tgt
-		}
-	}
+	off := replaceEverywhere(t, md, goneID, []int32{c.ID(0), c.ID(1), c.ID(2), newID})
 	if len(off["__consumer_offsets"]) == 0 {
 		t.Logf("broker %d held no replica of __consumer_offsets", goneID)
 	}
-	w.fault("decommission broker %d (slot %d)", goneID, leaving)
+	w.fault("decommission broker %d (slot %d), %s", goneID, leaving, role)
 	if err := unregister(t, c, ni, goneID); !errors.Is(err, kerr.InvalidRequest) {
 		t.Fatalf("unregistering broker %d while it holds replicas: %v, want INVALID_REQUEST", goneID, err)
 	}
@@ -156,6 +149,47 @@ func metadataOf(t *testing.T, adm *kadm.Client) map[string]map[int32][]int32 {
 		}
 	}
 	return out
+}
+
+// replaceEverywhere is, for every partition with a replica on broker gone,
+// its replica list with gone replaced by the broker of all that holds none
+// of the partition.
+func replaceEverywhere(t *testing.T, md map[string]map[int32][]int32, gone int32, all []int32) map[string]map[int32][]int32 {
+	t.Helper()
+	out := map[string]map[int32][]int32{}
+	for _, topic := range sortedKeys(md) {
+		for _, p := range sortedKeys(md[topic]) {
+			reps := md[topic][p]
+			i := slices.Index(reps, gone)
+			if i < 0 {
+				continue
+			}
+			spare := slices.DeleteFunc(slices.Clone(all), func(id int32) bool { return slices.Contains(reps, id) })
+			if len(spare) == 0 {
+				t.Fatalf("no broker to take %s-%d's replica from broker %d: replicas %v", topic, p, gone, reps)
+			}
+			tgt := slices.Clone(reps)
+			tgt[i] = spare[0]
+			if out[topic] == nil {
+				out[topic] = map[int32][]int32{}
+			}
+			out[topic][p] = tgt
+		}
+	}
+	return out
+}
+
+// controllerOf is the broker Metadata names as the controller: the
+// metadata group's leader.
+func controllerOf(t *testing.T, adm *kadm.Client) int32 {
+	t.Helper()
+	var md kadm.Metadata
+	eventually(t, 30*time.Second, "metadata naming a controller", func() bool {
+		var err error
+		md, err = adm.BrokerMetadata(testContext(t, 10*time.Second))
+		return err == nil && md.Controller >= 0
+	})
+	return md.Controller
 }
 
 // moveReplicas reassigns every partition in targets at once, logs the
