@@ -193,6 +193,12 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 	// what the partition already holds.
 	rc.NoSnapshotRestoreOnStart = !cfg.restoreOnStart
 	rc.NotifyCh = n.notify
+	// A node removed from its group stays up as a non-voter until its
+	// owner closes it. raft's default shuts it down on its own, and a
+	// later shutdown() then gets a future that does not wait for raft's
+	// goroutines: the stores and NotifyCh were closed under a leader loop
+	// still running (a data race, and a send on a closed channel).
+	rc.ShutdownOnRemove = false
 	rc.Logger = newHCLog(cfg.logger)
 	if rc.MaxAppendEntries == 0 {
 		rc.MaxAppendEntries = 64
