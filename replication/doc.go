@@ -7,7 +7,9 @@
 //
 //   - Log store: replication/wal, an append-only segmented WAL per group
 //     (fdatasync before an entry is acknowledged unless write caching is
-//     on; term and vote always fsynced), with raft's LogCache in front.
+//     on; term and vote always fsynced), with a cache of recent entries in
+//     front (logCache: bounded by bytes as well as count, unlike raft's
+//     LogCache, whose 64 large entries per replica swelled the heap).
 //   - Transport: replication/transport, one multiplexed raft.Transport per
 //     broker for every group (WithPreVote, WithClose).
 //   - Snapshots: replication/snapstore over the vfs seam. A partition's

@@ -234,11 +234,7 @@ func openNode(cfg nodeConfig, fsm raft.FSM) (*node, error) {
 			return nil, fmt.Errorf("replication: bootstrap group %s: %w", cfg.groupID, err)
 		}
 	}
-	cache, err := raft.NewLogCache(64, w)
-	if err != nil {
-		n.closeStores()
-		return nil, err
-	}
+	cache := newLogCache(w)
 	if cfg.beforeRaft != nil {
 		if err := cfg.beforeRaft(); err != nil {
 			n.closeStores()
