@@ -8,7 +8,10 @@ package broker
 // when the list is null, or empty before v1). Partition leaders and epochs
 // are those the leaders published (epoch = Raft term, never going down); a
 // partition without one answers LEADER_NOT_AVAILABLE with leader -1 and
-// epoch -1. ISR is what the leader published from its followers'
+// epoch -1, and so does one whose leader's broker is fenced (the metadata
+// leader has not heard from it for BrokerSessionTimeout, fence.go: it
+// died and no other replica took over); replicas on fenced brokers are
+// listed as offline. ISR is what the leader published from its followers'
 // acknowledged indexes (every replica until it has). A missing
 // topic is created only when the request allows it (always for v0-3,
 // AllowAutoTopicCreation from v4) and auto.create.topics.enable is on;
@@ -102,10 +105,11 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 	mt := kmsg.NewMetadataResponseTopic()
 	name := t.name
 	mt.Topic, mt.TopicID, mt.IsInternal = &name, t.id, t.internal
+	st := b.meta.State()
 	for _, p := range t.load().partitions {
 		mp := kmsg.NewMetadataResponseTopicPartition()
 		mp.Partition = p.index
-		mp.Leader, mp.LeaderEpoch = p.part.Leader, p.part.LeaderEpoch
+		mp.Leader, mp.LeaderEpoch = st.ShownLeader(&p.part), p.part.LeaderEpoch
 		mp.Replicas = p.part.Replicas
 		mp.ISR = []int32{}
 		if mp.Leader < 0 {
@@ -114,8 +118,10 @@ func (b *Broker) metadataTopic(t *topic) kmsg.MetadataResponseTopic {
 		} else {
 			mp.ISR = p.part.InSync()
 		}
-		if p.g != nil && replicaOffline(p.g) {
-			mp.OfflineReplicas = []int32{b.cfg.NodeID}
+		for _, id := range p.part.Replicas {
+			if st.IsFenced(id) || (id == b.cfg.NodeID && p.g != nil && replicaOffline(p.g)) {
+				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
+			}
 		}
 		mt.Partitions = append(mt.Partitions, mp)
 	}

@@ -60,7 +60,7 @@ func (b *Broker) findCoordinator(keyType int8, key, listener string) (int32, str
 		return 0, "", 0, fmt.Errorf("%w: creating %s", ErrCoordinatorNotAvailable, offsetsTopic)
 	}
 	p := coordinator.OffsetsPartition(key, int32(len(t.Partitions)))
-	leader := t.Partitions[p].Leader
+	leader := st.ShownLeader(&t.Partitions[p])
 	if leader < 0 {
 		return 0, "", 0, fmt.Errorf("%w: %s partition %d has no leader", ErrCoordinatorNotAvailable, offsetsTopic, p)
 	}

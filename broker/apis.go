@@ -30,7 +30,7 @@ func apiTable() []api {
 		{key: 0, min: 0, max: 13, handle: handleProduce, notes: "acks 0/1/all, idempotent, all codecs stored as sent; v0-2 answered UNSUPPORTED_VERSION; v13 by topic id"},
 		{key: 1, min: 4, max: 16, handle: handleFetch, notes: "long poll woken by new data; partition and response MaxBytes; sessionless (session id 0); v13+ by topic id"},
 		{key: 2, min: 1, max: 8, handle: handleListOffsets, notes: "earliest, latest, by timestamp, max timestamp (-3), earliest local (-4)"},
-		{key: 3, min: 0, max: 12, handle: handleMetadata, notes: "every broker answers from the replicated metadata: leaders and epochs (Raft terms) as the leaders published them; auto-creation only when enabled"},
+		{key: 3, min: 0, max: 12, handle: handleMetadata, notes: "every broker answers from the replicated metadata: leaders and epochs (Raft terms) as the leaders published them, none (LEADER_NOT_AVAILABLE) while the leader's broker is fenced; auto-creation only when enabled"},
 		{key: 8, min: 2, max: 9, handle: handleOffsetCommit, notes: "one Raft entry per request on the group's __consumer_offsets partition; member and generation checked"},
 		{key: 9, min: 1, max: 9, handle: handleOffsetFetch, notes: "from the coordinator's materialised offsets (badger); unknown group: -1, no error"},
 		{key: 10, min: 0, max: 6, handle: handleFindCoordinator, notes: "groups only (no transactions); the leader of abs(javaHash(group)) mod N of __consumer_offsets, created on first use"},

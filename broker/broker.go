@@ -186,9 +186,11 @@ func New(cfg Config) (*Broker, error) {
 		b.wg.Add(1)
 		go b.rejoinLoop()
 	}
+	var fences fenceState
 	b.goBackground("metadata-housekeeping", 500*time.Millisecond, func() {
 		b.promoteMetadataVoters()
 		b.raiseFeatureLevel()
+		b.fenceBrokers(&fences)
 	})
 	b.wg.Add(2)
 	go b.reconcileLoop()

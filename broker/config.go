@@ -176,6 +176,12 @@ type Config struct {
 	// up with the leader for this long (replica.lag.time.max.ms).
 	// Default 30 s.
 	ReplicaLagMax time.Duration
+	// BrokerSessionTimeout is how long the metadata leader waits without
+	// hearing from a broker before it fences it: Metadata then names no
+	// leader for the partitions that broker was last published to lead,
+	// until another replica takes over or the broker is heard from again
+	// (Kafka's broker.session.timeout.ms). Default 9 s.
+	BrokerSessionTimeout time.Duration
 	// RetentionCheckInterval is how often retention runs
 	// (log.retention.check.interval.ms). Default 5 min.
 	RetentionCheckInterval time.Duration
@@ -284,6 +290,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReassignInterval == 0 {
 		c.ReassignInterval = 250 * time.Millisecond
+	}
+	if c.BrokerSessionTimeout == 0 {
+		c.BrokerSessionTimeout = 9 * time.Second
 	}
 	if c.ReplicaLagMax == 0 {
 		c.ReplicaLagMax = 30 * time.Second

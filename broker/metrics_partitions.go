@@ -23,10 +23,9 @@ import "github.com/prometheus/client_golang/prometheus"
 //   - varve_partitions_offline: partitions the metadata names no leader
 //     for. Reported by the metadata leader only (every other broker
 //     reports 0, as Kafka's controller does), so a sum over brokers counts
-//     each once. A leader that died keeps its name in the metadata until a
-//     surviving replica wins an election and publishes itself: a partition
-//     whose every replica is down still names its last leader, as Metadata
-//     responses do, and does not count here.
+//     each once. A leader whose broker is fenced (not heard from for
+//     BrokerSessionTimeout, fence.go) counts as none, as in Metadata
+//     responses: a partition whose every replica is down is offline.
 //   - varve_metadata_leader: 1 on the broker that leads the metadata
 //     group (the one reporting offline partitions), else 0.
 type partitionCollector struct {
@@ -75,11 +74,12 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	metaLeader := b.machine.IsLeader()
 	self := b.cfg.NodeID
+	st := b.meta.State()
 	b.mu.RLock()
 	for _, t := range b.topics {
 		for _, r := range t.load().partitions {
 			p := &r.part
-			if p.Leader < 0 {
+			if st.ShownLeader(p) < 0 {
 				offline++
 				continue
 			}

@@ -61,6 +61,8 @@ func applyCommand(s *State, b []byte, maxLevel int32) (*State, Result) {
 		next, err = applySetLeaders(s, c)
 	case SetFeatureLevel:
 		next, err = applySetFeatureLevel(s, c)
+	case FenceBroker:
+		next, err = applyFenceBroker(s, c)
 	default:
 		err = fmt.Errorf("%w: no apply for %T", ErrInvalidCommand, cmd)
 	}
@@ -84,6 +86,11 @@ func applyRegisterBroker(s *State, c RegisterBroker) (*State, error) {
 	if len(b.Listeners) == 0 {
 		b.Listeners = nil
 	}
+	if b.Fenced {
+		// Only FenceBroker fences; a registration that says so is not one
+		// any broker sends (and a build before level 3 cannot decode it).
+		return nil, fmt.Errorf("%w: broker %d registers as fenced", ErrInvalidCommand, b.ID)
+	}
 	if slices.Contains(s.Retired, b.ID) {
 		return nil, fmt.Errorf("%w: %d", ErrBrokerRetired, b.ID)
 	}
@@ -99,6 +106,22 @@ func applyRegisterBroker(s *State, c RegisterBroker) (*State, error) {
 	next := s.clone()
 	next.Brokers = maps.Clone(s.Brokers)
 	next.Brokers[b.ID] = b
+	return next, nil
+}
+
+// applyFenceBroker sets or clears a registered broker's Fenced flag.
+func applyFenceBroker(s *State, c FenceBroker) (*State, error) {
+	b, ok := s.Brokers[c.ID]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownBroker, c.ID)
+	}
+	if b.Fenced == c.Fenced {
+		return nil, nil
+	}
+	b.Fenced = c.Fenced
+	next := s.clone()
+	next.Brokers = maps.Clone(s.Brokers)
+	next.Brokers[c.ID] = b
 	return next, nil
 }
 

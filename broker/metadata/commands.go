@@ -24,6 +24,7 @@ const (
 	typeUnregisterBroker    byte = 11
 	typeSetLeaders          byte = 12
 	typeSetFeatureLevel     byte = 13
+	typeFenceBroker         byte = 14
 )
 
 // commandVersion is the second byte of every command this build writes and
@@ -49,6 +50,20 @@ type RegisterBroker struct {
 // a replica on it.
 type UnregisterBroker struct {
 	ID int32 `json:"id"`
+}
+
+// FenceBroker marks a registered broker as out of contact (Fenced) or back
+// in contact. The metadata leader proposes it from what it hears of each
+// broker: while a broker is fenced, Metadata names no leader for the
+// partitions it was last published to lead (LEADER_NOT_AVAILABLE), as
+// Kafka's controller does for a broker whose session expired, so clients
+// stop sending to a dead broker when no other replica could take over.
+// The partitions' own Raft groups decide leadership as before; a leader
+// that publishes itself with a higher epoch is shown again at once if its
+// broker is not fenced. Feature level 3.
+type FenceBroker struct {
+	ID     int32 `json:"id"`
+	Fenced bool  `json:"fenced"`
 }
 
 // CreateTopic creates a topic. ID and CreatedMs are stamped by the proposer.
@@ -141,6 +156,8 @@ func Encode(cmd any) ([]byte, error) {
 		t = typeSetLeaders
 	case SetFeatureLevel, *SetFeatureLevel:
 		t = typeSetFeatureLevel
+	case FenceBroker, *FenceBroker:
+		t = typeFenceBroker
 	default:
 		return nil, fmt.Errorf("%w: cannot encode %T", ErrInvalidCommand, c)
 	}
@@ -193,6 +210,8 @@ func Decode(b []byte) (any, error) {
 		return decodeBody[SetLeaders](b[0], body)
 	case typeSetFeatureLevel:
 		return decodeBody[SetFeatureLevel](b[0], body)
+	case typeFenceBroker:
+		return decodeBody[FenceBroker](b[0], body)
 	}
 	return nil, fmt.Errorf("%w: unknown type %d", ErrInvalidCommand, b[0])
 }

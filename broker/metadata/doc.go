@@ -57,9 +57,11 @@
 //	11    UnregisterBroker      id
 //	12    SetLeaders            leaders[SetLeader...]                  (feature level 2)
 //	13    SetFeatureLevel       level                                  (feature level 2)
+//	14    FenceBroker           id, fenced                             (feature level 3)
 //
 // RegisterBroker's broker also carries max_feature_level (omitted as 0,
-// read as 1). Every type is at version 1. Types 1-11 form feature level 1;
+// read as 1). A broker in the state may carry fenced (omitted when false;
+// set only by FenceBroker, refused in a registration). Every type is at version 1. Types 1-11 form feature level 1;
 // a type introduced at a higher level is written only once the cluster's
 // level (State.FeatureLevel, raised by the metadata leader when every
 // registered broker runs it) has reached it, and Apply refuses it before

@@ -18,9 +18,10 @@ import (
 //
 //	level 1   commands 1-11 at version 1 (the first release)
 //	level 2   SetLeaders (12), SetFeatureLevel (13)
+//	level 3   FenceBroker (14), and Broker.Fenced in the state
 const (
 	// MaxFeatureLevel is the highest level this build reads and writes.
-	MaxFeatureLevel int32 = 2
+	MaxFeatureLevel int32 = 3
 	// BaseFeatureLevel is the level of a cluster (or a registration) that
 	// never recorded one.
 	BaseFeatureLevel int32 = 1
@@ -31,6 +32,8 @@ func commandLevel(t byte) int32 {
 	switch t {
 	case typeSetLeaders, typeSetFeatureLevel:
 		return 2
+	case typeFenceBroker:
+		return 3
 	}
 	return 1
 }

@@ -118,6 +118,9 @@ func (body *snapshotV1) state() (*State, error) {
 		if len(b.Listeners) == 0 {
 			b.Listeners = nil
 		}
+		if b.Fenced && s.FeatureLevelOrBase() < commandLevel(typeFenceBroker) {
+			return nil, fmt.Errorf("broker %d is fenced at feature level %d", b.ID, s.FeatureLevelOrBase())
+		}
 		s.Brokers[b.ID] = b
 	}
 	if err := checkLevels(s); err != nil {

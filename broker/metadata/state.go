@@ -61,6 +61,10 @@ type Broker struct {
 	// MaxFeatureLevel is the highest feature level the broker's build
 	// runs (features.go); 0 from builds before levels were registered.
 	MaxFeatureLevel int32 `json:"max_feature_level,omitempty"`
+	// Fenced: the metadata leader lost contact with the broker (see
+	// FenceBroker). Never part of a registration; registering again
+	// clears it.
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 func (b *Broker) equal(o *Broker) bool {
@@ -159,6 +163,18 @@ type State struct {
 func emptyState() *State {
 	return &State{Brokers: map[int32]Broker{}, Topics: map[string]*Topic{}, byID: map[TopicID]string{}}
 }
+
+// ShownLeader is the leader Metadata shows for p: the published one, or
+// -1 while none is known or its broker is fenced.
+func (s *State) ShownLeader(p *Partition) int32 {
+	if p.Leader < 0 || s.Brokers[p.Leader].Fenced {
+		return -1
+	}
+	return p.Leader
+}
+
+// IsFenced reports whether broker id is registered and fenced.
+func (s *State) IsFenced(id int32) bool { return s.Brokers[id].Fenced }
 
 // TopicByID returns the topic with that id, or nil.
 func (s *State) TopicByID(id TopicID) *Topic {
