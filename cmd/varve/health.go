@@ -30,10 +30,10 @@ func runHealth(args []string) error {
 			printCommandHelp(os.Stdout, fs, "varve health [--ready] [--admin-addr HOST:PORT] [--timeout DURATION]", healthExamples)
 			return nil
 		}
-		return err
+		return usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	path := "/healthz"
 	if *ready {

@@ -57,6 +57,6 @@ func TestServeAndHealthHelp(t *testing.T) {
 		if n < 2 {
 			t.Errorf("%s: %d examples", tc.name, n)
 		}
-		wantFailure(t, runVarve(t, nil, tc.name, "--bogus"), 1, `^varve `+tc.name+`: flag provided but not defined: -bogus\n$`)
+		wantFailure(t, runVarve(t, nil, tc.name, "--bogus"), 2, `^varve `+tc.name+`: flag provided but not defined: -bogus\n$`)
 	}
 }

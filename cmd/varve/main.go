@@ -52,6 +52,9 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "varve %s: %v\n", cmd.name, err)
+		if _, ok := errors.AsType[usageError](err); ok {
+			os.Exit(2) // a mistake on the command line, as for the tools
+		}
 		os.Exit(1)
 	}
 }

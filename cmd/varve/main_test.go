@@ -159,3 +159,26 @@ func testGlobalBrokers(t *testing.T, c *integration.Cluster) {
 		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
 	}
 }
+
+// A mistake on serve's or health's command line exits 2, as for the
+// client tools; a failure of the command itself exits 1.
+func TestServeAndHealthUsageExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"serve", "--no-such-flag"}, 2, "no-such-flag"},
+		{[]string{"serve", "--id", "-3"}, 2, "--id -3 out of range"},
+		{[]string{"serve", "--peers", "one@nowhere"}, 2, "one@nowhere"},
+		{[]string{"health", "--no-such-flag"}, 2, "no-such-flag"},
+		{[]string{"health", "extra"}, 2, `unexpected argument "extra"`},
+		// Nothing listens on port 1: a failure, not a usage mistake.
+		{[]string{"health", "--admin-addr", "127.0.0.1:1", "--timeout", "2s"}, 1, "127.0.0.1:1"},
+	} {
+		r := runVarve(t, nil, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("varve %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.code, tc.msg)
+		}
+	}
+}

@@ -211,26 +211,26 @@ func runServe(args []string) error {
 			printCommandHelp(os.Stdout, fs, "varve serve [flags] (each flag also as env VARVE_FLAG_NAME and YAML key flag-name)", serveExamples)
 			return nil
 		}
-		return err
+		return usageError{err}
 	}
 	logger, err := newLogger(os.Stderr, s.logFormat, s.logLevel)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	if s.id < 0 || s.id > 1<<31-1 {
-		return fmt.Errorf("--id %d out of range", s.id)
+		return usagef("--id %d out of range", s.id)
 	}
 	peers, err := parsePeers(s.peers)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	kls, err := s.kafkaListeners(setFlags(fs))
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	raftDial, err := parseDialOverride(s.raftDialOverride)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	advertise := s.raftAdvertise
 	for _, p := range peers {
@@ -254,7 +254,7 @@ func runServe(args []string) error {
 		Logger:            logger,
 	}
 	if err := s.limits.apply(&cfg); err != nil {
-		return err
+		return usageError{err}
 	}
 	b, err := broker.New(cfg)
 	if err != nil {
