@@ -168,7 +168,10 @@
 // stream (Snapshot.WriteTo) is the header followed by each file's recorded
 // prefix and its crc32c (uint32). Restore writes a stream into <dir>.restore,
 // checks every checksum and name (only segment file names and "checkpoint"
-// are accepted), fsyncs each file, writes a restore-complete marker, moves the
+// are accepted), fsyncs each file, then checks every batch of every segment
+// in full (CRC-32C included: the stream's checksums are the sender's, over
+// what it read, so they would carry rot from below the sender's checkpoint
+// along), writes a restore-complete marker, moves the
 // old directory to <dir>.old, renames the staging directory into place and
 // syncs the parent. Open first completes a restore whose marker is present
 // and removes an incomplete one and any <dir>.old, so a crash leaves either

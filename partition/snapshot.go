@@ -372,10 +372,44 @@ func receiveSnapshot(fsys vfs.FS, dir string, r io.Reader) error {
 			return fmt.Errorf("partition: restore %s: %w", f.name, err)
 		}
 	}
+	for _, f := range files {
+		if err := verifySegment(fsys, dir, f); err != nil {
+			return fmt.Errorf("partition: restore %s: %w", f.name, err)
+		}
+	}
 	if err := vfs.WriteFileAtomic(fsys, dir, restoreComplete, nil); err != nil {
 		return err
 	}
 	return fsys.SyncDir(dir)
+}
+
+// verifySegment checks every batch of a received segment file in full
+// (framing, offsets, CRC-32C, counts). The stream's per-file checksum only
+// proves the transfer: it is computed by the sender over what it read, so
+// a batch that rotted on the sender's disk below its checkpoint (which
+// the sender's own recovery never re-reads) would arrive with a matching
+// checksum. Refusing it here keeps the rot from spreading to a replica
+// that had none; the failed install is retried, and logged, every time.
+func verifySegment(fsys vfs.FS, dir string, sf snapshotFile) error {
+	if _, ext, ok := parseSegmentFileName(sf.name); !ok || ext != logExt {
+		return nil
+	}
+	f, err := fsys.OpenFile(path.Join(dir, sf.name), os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	end, _, corrupt, ioErr := scanBatches(f, 0, sf.size, -1, true, func(*BatchHeader, int64) bool { return true })
+	if ioErr != nil {
+		return ioErr
+	}
+	if corrupt != nil {
+		return fmt.Errorf("%w: the snapshot carries a bad batch: %w", ErrCorruptBatch, corrupt)
+	}
+	if end != sf.size {
+		return fmt.Errorf("%w: batches end at %d of %d bytes", ErrCorruptBatch, end, sf.size)
+	}
+	return nil
 }
 
 func receiveFile(fsys vfs.FS, name string, r io.Reader, size int64) error {

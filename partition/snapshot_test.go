@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 
@@ -141,7 +142,9 @@ func TestRestoreReplacesALogAndRefusesBadStreams(t *testing.T) {
 	hostile := bytes.Clone(good.Bytes())
 	i := bytes.Index(hostile, []byte("00000000000000000000.log"))
 	copy(hostile[i:], "../../../../../etc/x.log")
+	rotten := rottenSnapshotStream(t, mem, "/src", "s40")
 	for name, stream := range map[string][]byte{
+		"rotten":    rotten,
 		"damaged":   damaged,
 		"truncated": good.Bytes()[:len(good.Bytes())-7],
 		"hostile":   hostile,
@@ -256,4 +259,44 @@ func TestSnapshotNames(t *testing.T) {
 	if _, err := l.Snapshot("one", 2); err == nil {
 		t.Fatal("a second snapshot of the same name was accepted")
 	}
+}
+
+// rottenSnapshotStream flips one byte of a record value in the first
+// segment that snapshot name pins (a hard link: the log's own segment
+// rots with it), streams the snapshot, and puts the byte back. The
+// stream's checksums are computed over what the sender reads, rot
+// included, so only the receiver's batch check can catch it.
+func rottenSnapshotStream(t *testing.T, mem *vfs.Mem, dir, name string) []byte {
+	t.Helper()
+	seg := dir + "/snapshots/" + name + "/" + segmentFileName(0, logExt)
+	data, err := mem.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(b []byte) {
+		f, err := mem.OpenFile(seg, os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := BatchHeaderSize + 30 // inside the first batch's record
+	rot := bytes.Clone(data)
+	rot[at] ^= 0x01
+	write(rot)
+	defer write(data)
+	snap, err := OpenSnapshot(mem, dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatalf("streaming the rotten snapshot: %v", err)
+	}
+	return buf.Bytes()
 }
