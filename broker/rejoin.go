@@ -158,7 +158,12 @@ func (b *Broker) handleRejoin(ctx context.Context, body []byte) ([]byte, error) 
 
 // promoteMetadataVoters runs on the metadata leader: a voter named by the
 // peers list that is a non-voter (it rejoined after losing its state) and
-// has caught up becomes a voter again.
+// has caught up becomes a voter again. And when a voter of the peers list
+// has been decommissioned (retired), a caught-up learner that joined later
+// takes its seat, so the metadata group keeps the size it formed with
+// (len(--peers) voters) instead of shrinking for good: two voters left of
+// three can lose neither. A peer that is only demoted (rejoining) keeps
+// its seat; the replacement waits for seats nobody holds.
 func (b *Broker) promoteMetadataVoters() {
 	if !b.machine.IsLeader() {
 		return
@@ -168,19 +173,44 @@ func (b *Broker) promoteMetadataVoters() {
 		return
 	}
 	st := b.meta.State()
+	isPeer := func(id int32) bool {
+		return slices.ContainsFunc(b.cfg.Peers, func(p replication.Peer) bool { return p.ID == id })
+	}
+	caughtUp := func(m replication.Member) bool {
+		idx, at := b.machine.Acked(replication.Peer{ID: m.ID, Addr: m.Addr})
+		return idx+learnerSlack >= b.machine.LastIndex() && time.Since(at) <= learnerFresh
+	}
+	seats := 0 // voters, and peers that will be voters again once caught up
 	for _, m := range ms {
-		if m.Voter || !slices.ContainsFunc(b.cfg.Peers, func(p replication.Peer) bool { return p.ID == m.ID }) || slices.Contains(st.Retired, m.ID) {
-			continue
+		if m.Voter || (isPeer(m.ID) && !slices.Contains(st.Retired, m.ID)) {
+			seats++
 		}
-		p := replication.Peer{ID: m.ID, Addr: m.Addr}
-		idx, at := b.machine.Acked(p)
-		if idx+learnerSlack < b.machine.LastIndex() || time.Since(at) > learnerFresh {
+	}
+	for _, m := range ms {
+		if m.Voter || !isPeer(m.ID) || slices.Contains(st.Retired, m.ID) || !caughtUp(m) {
 			continue
 		}
 		b.logger.Info("promoting a caught-up metadata voter", "broker", m.ID)
-		if err := b.machine.Promote(p); err != nil {
+		if err := b.machine.Promote(replication.Peer{ID: m.ID, Addr: m.Addr}); err != nil {
 			b.logger.Warn("promoting a metadata voter failed", "broker", m.ID, "err", err)
 		}
+	}
+	if seats >= len(b.cfg.Peers) {
+		return
+	}
+	// One replacement per pass, the lowest id first: every leader picks the
+	// same one, and the next pass sees the new count.
+	slices.SortFunc(ms, func(x, y replication.Member) int { return int(x.ID) - int(y.ID) })
+	for _, m := range ms {
+		_, registered := st.Brokers[m.ID]
+		if m.Voter || isPeer(m.ID) || !registered || !caughtUp(m) {
+			continue
+		}
+		b.logger.Info("promoting a metadata learner to replace a decommissioned voter", "broker", m.ID, "voters_and_peers", seats, "wanted", len(b.cfg.Peers))
+		if err := b.machine.Promote(replication.Peer{ID: m.ID, Addr: m.Addr}); err != nil {
+			b.logger.Warn("promoting a metadata learner failed", "broker", m.ID, "err", err)
+		}
+		return
 	}
 }
 
