@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"testing"
 
 	"github.com/varvelog/varve/partition/vfs"
@@ -260,4 +261,21 @@ func readAll(t testing.TB, l *Log, from int64) []decodedRecord {
 		from = recs[len(recs)-1].offset + 1
 	}
 	return out
+}
+
+// overwriteFile replaces a file's contents through fsys, durably: how a
+// test plants damage in a segment.
+func overwriteFile(t testing.TB, fsys vfs.FS, name string, b []byte) {
+	t.Helper()
+	f, err := fsys.OpenFile(name, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 }

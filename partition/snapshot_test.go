@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 
@@ -273,23 +272,10 @@ func rottenSnapshotStream(t *testing.T, mem *vfs.Mem, dir, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(b []byte) {
-		f, err := mem.OpenFile(seg, os.O_WRONLY|os.O_TRUNC, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(b); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	at := BatchHeaderSize + 30 // inside the first batch's record
 	rot := bytes.Clone(data)
-	rot[at] ^= 0x01
-	write(rot)
-	defer write(data)
+	rot[BatchHeaderSize+30] ^= 0x01 // inside the first batch's record
+	overwriteFile(t, mem, seg, rot)
+	defer overwriteFile(t, mem, seg, data)
 	snap, err := OpenSnapshot(mem, dir, name)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package partition
 
 import (
 	"fmt"
-	"os"
 	"path"
 	"testing"
 
@@ -47,17 +46,7 @@ func TestRecoveryChecksCheckpointedTail(t *testing.T) {
 				last, pos = pos, pos+int(h.Size())
 			}
 			data[last+BatchHeaderSize+20] ^= 0xff
-			f, err := fsys.OpenFile(seg, os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			_ = f.Close()
+			overwriteFile(t, fsys, seg, data)
 
 			l = openTest(t, Options{Dir: dir, FS: fsys, TruncateUncheckpointed: truncate})
 			pos, _ := l.Checkpointed()
