@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/varvelog/varve/broker/metadata"
@@ -57,16 +58,13 @@ func (b *Broker) fenceBrokers(fs *fenceState) {
 			}
 			continue
 		}
-		var peer *replication.Member
-		for i := range members {
-			if members[i].ID == id {
-				peer = &members[i]
-			}
-		}
-		if peer == nil {
+		if !slices.ContainsFunc(members, func(m replication.Member) bool { return m.ID == id }) {
 			continue // not a metadata member (yet): nothing to judge it by
 		}
-		_, at := b.machine.Acked(replication.Peer{ID: peer.ID, Addr: peer.Addr})
+		_, at, ok := b.metadataAcked(id)
+		if !ok {
+			continue
+		}
 		silent := now.Sub(at)
 		if at.Before(fs.leading) {
 			silent = now.Sub(fs.leading)
@@ -78,6 +76,19 @@ func (b *Broker) fenceBrokers(fs *fenceState) {
 			b.setFenced(id, false, silent)
 		}
 	}
+}
+
+// metadataAcked is what broker id last acknowledged of the metadata group,
+// and when. The transport records acknowledgements under the address it
+// sent to, which Resolve may have moved from the one in raft's
+// configuration (a broker restarted on new ports), so look it up there.
+func (b *Broker) metadataAcked(id int32) (index uint64, at time.Time, ok bool) {
+	addr, ok := b.raftAddr(id)
+	if !ok {
+		return 0, time.Time{}, false
+	}
+	index, at = b.machine.Acked(replication.Peer{ID: id, Addr: addr})
+	return index, at, true
 }
 
 func (b *Broker) setFenced(id int32, fenced bool, silent time.Duration) {

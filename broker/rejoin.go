@@ -177,8 +177,8 @@ func (b *Broker) promoteMetadataVoters() {
 		return slices.ContainsFunc(b.cfg.Peers, func(p replication.Peer) bool { return p.ID == id })
 	}
 	caughtUp := func(m replication.Member) bool {
-		idx, at := b.machine.Acked(replication.Peer{ID: m.ID, Addr: m.Addr})
-		return idx+learnerSlack >= b.machine.LastIndex() && time.Since(at) <= learnerFresh
+		idx, at, ok := b.metadataAcked(m.ID)
+		return ok && idx+learnerSlack >= b.machine.LastIndex() && time.Since(at) <= learnerFresh
 	}
 	seats := 0 // voters, and peers that will be voters again once caught up
 	for _, m := range ms {

@@ -71,18 +71,7 @@ func TestFencedBrokerShowsNoLeader(t *testing.T) {
 			live = append(live, i)
 		}
 	}
-	partitionView := func(i int) map[int32]kmsg.MetadataResponseTopicPartition {
-		md := kmsg.NewPtrMetadataRequest()
-		md.SetVersion(12) // the highest the broker supports
-		mt := kmsg.NewMetadataRequestTopic()
-		mt.Topic = kmsg.StringPtr(topic)
-		md.Topics = append(md.Topics, mt)
-		out := map[int32]kmsg.MetadataResponseTopicPartition{}
-		for _, p := range rawRequest(t, c.BrokerAddr(i), md).(*kmsg.MetadataResponse).Topics[0].Partitions {
-			out[p.Partition] = p
-		}
-		return out
-	}
+	partitionView := func(i int) map[int32]kmsg.MetadataResponseTopicPartition { return metadataView(t, c, i, topic) }
 	var last string
 	eventually(t, 30*time.Second, "every live broker shows partition 2 without a leader", func() bool {
 		for _, i := range live {
@@ -133,4 +122,21 @@ func TestFencedBrokerShowsNoLeader(t *testing.T) {
 			t.Fatalf("partition %d holds %q, want %q", p, g, w)
 		}
 	}
+}
+
+// metadataView is broker slot i's Metadata answer for topic's partitions,
+// at the newest version the broker supports (a raw request: version 0
+// would drop leader epochs and offline replicas).
+func metadataView(t testing.TB, c *Cluster, i int, topic string) map[int32]kmsg.MetadataResponseTopicPartition {
+	t.Helper()
+	md := kmsg.NewPtrMetadataRequest()
+	md.SetVersion(12)
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr(topic)
+	md.Topics = append(md.Topics, mt)
+	out := map[int32]kmsg.MetadataResponseTopicPartition{}
+	for _, p := range rawRequest(t, c.BrokerAddr(i), md).(*kmsg.MetadataResponse).Topics[0].Partitions {
+		out[p.Partition] = p
+	}
+	return out
 }

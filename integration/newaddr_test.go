@@ -13,6 +13,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/varvelog/varve/broker"
 )
 
 // TestNewAddrRestartKeepsMembership is the cluster-lifecycle promise "Raft
@@ -27,7 +29,9 @@ import (
 // its offset through every broker, from identical replicas.
 func TestNewAddrRestartKeepsMembership(t *testing.T) {
 	const topic, partitions = "newaddr", 6
-	c := NewCluster(t, Brokers(3))
+	// A short session timeout: the moved broker must not be fenced,
+	// though raft's configurations keep naming its old address.
+	c := NewCluster(t, Brokers(3), WithConfig(func(cfg *broker.Config) { cfg.BrokerSessionTimeout = 2 * time.Second }))
 	createReplicated(t, c, topic, partitions, 3)
 	// Preferred leaders are spread evenly and balancing moves leadership to
 	// them: every broker leads two partitions, and the moved one must get
@@ -114,6 +118,19 @@ func TestNewAddrRestartKeepsMembership(t *testing.T) {
 	// under the address raftAddr resolves, so this is the leader side's
 	// acknowledged index advancing under the new address.
 	eventually(t, 60*time.Second, "the moved broker to lead its partitions again", balanced)
+	// And it is not fenced: the metadata leader hears from it at its new
+	// address. Every broker's Metadata names a leader for every partition
+	// for twice the session timeout.
+	holdFor(t, 4*time.Second, "a leader shown for every partition", func() error {
+		for i := range 3 {
+			for p, pm := range metadataView(t, c, i, topic) {
+				if pm.Leader < 0 || pm.ErrorCode != 0 || len(pm.OfflineReplicas) > 0 {
+					return fmt.Errorf("slot %d shows partition %d with leader %d, error %d, offline %v", i, p, pm.Leader, pm.ErrorCode, pm.OfflineReplicas)
+				}
+			}
+		}
+		return nil
+	})
 	// In sync: every leader's ISR, on every broker, names all three
 	// replicas, and keeps naming them past ReplicaLagMax while writes flow
 	// (a follower whose acknowledgements were recorded under another
