@@ -680,7 +680,7 @@ type healthy struct {
 	errs     []error
 }
 
-func startHealthy(t *testing.T, c *Cluster, topic string) *healthy {
+func startHealthy(t *testing.T, c clientSource, topic string) *healthy {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &healthy{topic: topic, cancel: cancel, stop: make(chan struct{}), prodDone: make(chan struct{}),
 		acked: map[string]string{}, consumed: map[string]string{}}

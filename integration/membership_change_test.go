@@ -123,6 +123,18 @@ func TestMembershipChange(t *testing.T) {
 	eventually(t, 15*time.Second, fmt.Sprintf("broker %d to leave the metadata group", goneID), func() bool {
 		return !slices.ContainsFunc(c.Broker(survivors[0]).MetadataMembers(), func(m replication.Member) bool { return m.ID == goneID })
 	})
+	// The decommissioned broker was one of the --peers voters: the broker
+	// added above takes its seat, so the metadata group keeps three
+	// voters and can lose one again.
+	eventually(t, 30*time.Second, fmt.Sprintf("broker %d a metadata voter in broker %d's seat", newID, goneID), func() bool {
+		var voters []int32
+		for _, m := range c.Broker(survivors[0]).MetadataMembers() {
+			if m.Voter {
+				voters = append(voters, m.ID)
+			}
+		}
+		return len(voters) == 3 && slices.Contains(voters, newID)
+	})
 	w.fault("broker %d unregistered, out of the metadata group %v; stop it", goneID, c.Broker(survivors[0]).MetadataMembers())
 	c.Stop(leaving)
 	w.waitProgress(300)

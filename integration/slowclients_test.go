@@ -17,11 +17,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/varvelog/varve/broker"
@@ -41,6 +45,9 @@ const (
 	// machine; the test asserts correctness (closed, and never early), not
 	// promptness.
 	slowSlack = 15 * time.Second
+	// slowConnBudget is the resident memory one open connection may cost
+	// a broker process (measured: 16-19 KiB).
+	slowConnBudget = 48 << 10
 )
 
 func TestSlowAndIdleClients(t *testing.T) {
@@ -54,9 +61,75 @@ func TestSlowAndIdleClients(t *testing.T) {
 		cfg.Logger = slog.New(logs)
 	}))
 	createTopic(t, c.Admin(t), "healthy", 3, nil)
-	addr := c.Addr()
-	w := startHealthy(t, c, "healthy")
+	slowAndIdleClients(t, slowBroker{addr: c.Addr(), clients: c, logged: logs.has}, n)
+}
+
+// TestProcSlowAndIdleClients is row 16 at T2: the same connections, flood
+// and churn against a `varve serve` process, whose resident memory is
+// sampled before and at the height of it.
+func TestProcSlowAndIdleClients(t *testing.T) {
+	n := raiseFileLimit(t, 2*slowMaxConns+1024, slowTarget)
+	c := NewProcs(t, varveBinary(t), 1,
+		"--frame-timeout", slowFrameTimeout.String(), "--idle-timeout", slowIdleTimeout.String(),
+		"--max-connections-per-ip", fmt.Sprint(slowPerIP), "--max-connections", fmt.Sprint(slowMaxConns))
+	adm := kadm.NewClient(c.Client(t))
+	resp, err := adm.CreateTopic(testContext(t, 30*time.Second), 3, 1, nil, "healthy")
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("create topic: %v", err)
+	}
+	rss := func() int64 { return procRSS(t, c.PID(0)) }
+	logged := func(msg string) bool { return strings.Contains(c.LogSince(0, 0), msg) }
+	slowAndIdleClients(t, slowBroker{addr: c.KafkaAddr(0), clients: c, logged: logged, rss: rss}, n)
+}
+
+// slowBroker is the broker row 16 runs against: its Kafka address, where
+// healthy clients come from, whether it logged a message, and (for a
+// process) its resident memory.
+type slowBroker struct {
+	addr    string
+	clients clientSource
+	logged  func(msg string) bool
+	rss     func() int64 // bytes; nil for an in-process broker
+}
+
+// clientSource makes franz-go clients for a cluster: *Cluster and *Procs.
+type clientSource interface {
+	Client(t testing.TB, opts ...kgo.Opt) *kgo.Client
+}
+
+// procRSS is a process's resident set size in bytes (VmRSS).
+func procRSS(t testing.TB, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("rss of pid %d: %v", pid, err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err != nil {
+				t.Fatalf("VmRSS line %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
+
+// slowAndIdleClients runs row 16 against b with n slow and idle
+// connections (see the file comment).
+func slowAndIdleClients(t *testing.T, b slowBroker, n int) {
+	addr := b.addr
+	w := startHealthy(t, b.clients, "healthy")
 	w.waitAcks(t, 50)
+	var rssBase int64
+	if b.rss != nil {
+		rssBase = b.rss()
+	}
 
 	// Slow and idle connections, 100 from each client IP, opened 16 at a
 	// time.
@@ -85,6 +158,21 @@ func TestSlowAndIdleClients(t *testing.T) {
 		t.Fatalf("%d connections past the slow ones and nothing refused: the total cap %d does not hold", len(flood), slowMaxConns)
 	}
 	t.Logf("%v to open the slow ones and flood", time.Since(began))
+	if b.rss != nil {
+		// What an open connection costs the broker: its goroutines, its
+		// buffers and a trickling one's partial frame. The bound is a
+		// budget per connection (a broker at rest is too small, ~20 MiB,
+		// for "twice its baseline" to mean anything): it fails if a
+		// connection cost, say, a 64 KiB eager buffer or more.
+		peak := b.rss()
+		open := countOpen(watched) + len(flood) + slowPerIP
+		per := (peak - rssBase) / int64(open)
+		t.Logf("broker RSS %d MiB before, %d MiB with %d connections open (slow, idle and the flood): %d KiB per connection",
+			rssBase>>20, peak>>20, open, per>>10)
+		if per > slowConnBudget {
+			t.Errorf("broker RSS grew by %d KiB per open connection, over the budget of %d KiB", per>>10, slowConnBudget>>10)
+		}
+	}
 	t.Logf("flood: %d connections from one IP (per-IP cap %d), then %d from 40 IPs until the total cap (%d) refused one; %d slow and idle ones still open",
 		slowPerIP, slowPerIP, len(flood), slowMaxConns, countOpen(watched))
 	// A slot freed is a slot taken again.
@@ -139,7 +227,7 @@ func TestSlowAndIdleClients(t *testing.T) {
 		t.Error("the healthy producer made no progress while the slow clients and the flood held the broker")
 	}
 	for _, want := range []string{"frame not received in time, closing connection", "connection limit reached, closing new connection"} {
-		if !logs.has(want) {
+		if !b.logged(want) {
 			t.Errorf("no warning %q was logged", want)
 		}
 	}
