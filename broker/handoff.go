@@ -309,6 +309,26 @@ func (b *Broker) waitPublished(ctx context.Context, moved []*raftReplica) int {
 	}
 }
 
+// waitNewMetadataCommit waits, bounded by ctx, until this broker has
+// applied an entry past last: the new metadata leader's first one (the
+// no-op raft commits in a new term). Until the new leader commits in its
+// own term, no survivor applies what this broker committed just before
+// (the leaderships it published): stopping earlier left every survivor's
+// Metadata naming this broker for a few milliseconds after it had gone.
+func (b *Broker) waitNewMetadataCommit(ctx context.Context, last uint64) string {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for b.machine.AppliedIndex() <= last {
+		select {
+		case <-ctx.Done():
+			b.logger.Warn("metadata leadership moved, but the new leader had not committed before the stop", "err", ctx.Err())
+			return "moved_uncommitted"
+		case <-tick.C:
+		}
+	}
+	return "moved"
+}
+
 // handoffMetadata hands the metadata group's leadership away when this
 // broker holds it, and reports what happened for the summary.
 func (b *Broker) handoffMetadata(ctx context.Context) string {
@@ -321,6 +341,7 @@ func (b *Broker) handoffMetadata(ctx context.Context) string {
 	m := b.machine
 	ctx, cancel := context.WithTimeout(ctx, 2*b.cfg.MetadataTiming.Election+500*time.Millisecond)
 	defer cancel()
+	last := m.LastIndex() // the leaderships published above are at or below it
 	done := make(chan error, 1)
 	go func() { done <- m.TransferLeadership() }()
 	select {
@@ -329,7 +350,7 @@ func (b *Broker) handoffMetadata(ctx context.Context) string {
 			b.logger.Warn("metadata leadership handoff failed", "err", err)
 			return "failed"
 		}
-		return "moved"
+		return b.waitNewMetadataCommit(ctx, last)
 	case <-ctx.Done():
 		b.logger.Warn("metadata leadership handoff timed out", "err", ctx.Err())
 		return "failed"

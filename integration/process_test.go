@@ -349,7 +349,7 @@ func TestProcRollingRestart(t *testing.T) {
 			w.fault("round %d: broker %d exited 0 %v after SIGTERM; its log: %q; partitions no survivor names a live leader of at the exit: %v",
 				round, c.ID(victim), took.Round(time.Millisecond), handoff, stale)
 			if len(stale) > 0 {
-				t.Errorf("round %d: broker %d exited before the leadership of %s %v moved", round, c.ID(victim), topic, stale)
+				t.Errorf("round %d: broker %d exited before the leadership of %s %v moved; survivors' metadata: %s", round, c.ID(victim), topic, stale, survivorViews(t, c, topic, victim))
 			}
 			if m := handoffRE.FindStringSubmatch(handoff); m == nil || m[2] != "0" || m[3] != "0" || m[1] != m[4] {
 				t.Errorf("round %d: broker %d's handoff did not move everything it led and publish it: %q", round, c.ID(victim), handoff)
@@ -416,6 +416,20 @@ func namedOnlyDown(t testing.TB, c *Procs, topic string, partitions int32, down 
 		}
 	}
 	return out
+}
+
+// survivorViews is what every running broker but down answers Metadata
+// for topic with, for failure messages.
+func survivorViews(t testing.TB, c *Procs, topic string, down int) string {
+	var b strings.Builder
+	for i := range c.Size() {
+		if i == down || !c.Running(i) {
+			continue
+		}
+		st, err := TopicState(testContext(t, 5*time.Second), c.KafkaAddr(i), topic)
+		fmt.Fprintf(&b, "[broker %d: %+v %v] ", c.ID(i), st, err)
+	}
+	return b.String()
 }
 
 // ackGaps is, per partition, the longest time between two consecutive

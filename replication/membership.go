@@ -146,6 +146,10 @@ func (m *Machine) Promote(p Peer) error {
 // LastIndex is the last index of the machine's raft log.
 func (m *Machine) LastIndex() uint64 { return m.node.raft.LastIndex() }
 
+// AppliedIndex is the last index applied here, raft's own entries (the
+// no-op a new leader commits first) included.
+func (m *Machine) AppliedIndex() uint64 { return m.node.raft.AppliedIndex() }
+
 // Acked is what peer acknowledged for the machine's group.
 func (m *Machine) Acked(peer Peer) (uint64, time.Time) {
 	return m.node.mux.Acked(m.node.groupID, raft.ServerAddress(peer.Addr))
