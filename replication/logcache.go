@@ -25,8 +25,9 @@ const (
 // front of the WAL, for the two readers that want them right after they
 // were stored: the leader's replication to followers and the apply of
 // committed entries. It holds a contiguous range of indexes [lo, hi],
-// at most logCacheEntries of them and, beyond the newest one, at most
-// logCacheBytes of data; older entries are read from the WAL.
+// at most logCacheEntries of them holding at most logCacheBytes of data
+// (the newest entry stays even when it alone is larger); older entries
+// are read from the WAL.
 type logCache struct {
 	raft.LogStore
 
