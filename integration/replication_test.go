@@ -92,17 +92,24 @@ func checkExactlyOnce(t testing.TB, c *Cluster, addr, topic string, acks []acked
 	// end offsets until every partition answers.
 	var ends kadm.ListedOffsets
 	var lastErr error
-	eventually(t, 30*time.Second, "end offsets of every partition", func() bool {
+	// 60 s: on a loaded 2-core machine, restarted brokers' elections and
+	// leader balancing have taken over 30 s.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		ends, lastErr = kadm.NewClient(cl).ListEndOffsets(ctx, topic)
 		if lastErr == nil {
 			ends.Each(func(o kadm.ListedOffset) {
 				if o.Err != nil {
-					lastErr = o.Err
+					lastErr = fmt.Errorf("partition %d: %w", o.Partition, o.Err)
 				}
 			})
 		}
-		return lastErr == nil
-	})
+		if lastErr == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("end offsets of every partition of %s through %s: %v", topic, addr, lastErr)
+		}
+	}
 	want := map[int32]int64{}
 	total := int64(0)
 	ends.Each(func(o kadm.ListedOffset) {

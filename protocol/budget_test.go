@@ -96,8 +96,16 @@ func TestRequestBudgetPushesBack(t *testing.T) {
 		// 900 bytes of an unknown api key: refused and closed once
 		// complete; held in the budget while it arrives.
 		garbage := append(sizeOnly(900), bytes.Repeat([]byte{0xff}, 900)...)
+		aStart := time.Now()
 		a.write(garbage[:len(garbage)-10])
 		waitFor(t, func() bool { return ts.Server.requests.Held() == 900 })
+		if !complete {
+			// b's frame waits for a's to time out, and b's own frame
+			// timeout runs meanwhile: started right after a's, it
+			// expired together with it (the test raced itself). Start
+			// b's half a timeout later, so it has that much to spare.
+			time.Sleep(frameTimeout / 2)
+		}
 
 		b.write(frame)
 		b.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
@@ -105,7 +113,6 @@ func TestRequestBudgetPushesBack(t *testing.T) {
 		if n, err := b.nc.Read(one[:]); n > 0 || err == nil {
 			t.Fatalf("answered while the budget was held (%d bytes)", n)
 		}
-		start := time.Now()
 		if complete {
 			a.write(garbage[len(garbage)-10:])
 		}
@@ -114,8 +121,8 @@ func TestRequestBudgetPushesBack(t *testing.T) {
 		if got == 0 || resp.(*kmsg.ApiVersionsResponse).ErrorCode != 0 {
 			t.Fatalf("answer %d %+v", got, resp)
 		}
-		if !complete && time.Since(start) < frameTimeout/3 {
-			t.Fatalf("answered %v after the partial frame stalled; it held the budget until its timeout", time.Since(start))
+		if !complete && time.Since(aStart) < frameTimeout-50*time.Millisecond {
+			t.Fatalf("answered %v after the partial frame began; it held the budget until its timeout (%v)", time.Since(aStart), frameTimeout)
 		}
 		waitFor(t, func() bool { return ts.Server.requests.Held() == 0 })
 	}
