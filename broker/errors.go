@@ -22,6 +22,13 @@ func errorCode(err error) int16 {
 	if err == nil {
 		return 0
 	}
+	// A group write that lost its partition's leadership wraps the
+	// NotLeaderError in ErrNotCoordinator: group clients re-find the
+	// coordinator on NOT_COORDINATOR, and NOT_LEADER_FOR_PARTITION is no
+	// group API's error (franz-go gives up the join on it).
+	if errors.Is(err, ErrNotCoordinator) {
+		return kerr.NotCoordinator.Code
+	}
 	var nl *replication.NotLeaderError
 	if errors.As(err, &nl) {
 		return kerr.NotLeaderForPartition.Code
